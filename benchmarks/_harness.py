@@ -1,0 +1,161 @@
+"""Shared plumbing: an emulator in its own process, interleaved rounds, ratio statistics.
+
+The machine's speed drifts by up to 2x within a minute (see shared/docs/benchmarking.md), so
+absolute numbers are reported only for context: every verdict is a ratio between contenders
+measured in short interleaved slices (A B A B ...) inside one run, summarised as the median
+of the per-round ratios with its min-max.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class EmulatorProcess:
+    """An emulator running in a child process on 127.0.0.1."""
+
+    url: str
+    app_id: str
+    key_path: str
+    pid: int
+
+
+@contextlib.contextmanager
+def emulator_process(
+    *, installations: int = 100, token_ttl: float = 7200.0, seed: int = 0, timeout: float = 30.0
+) -> Iterator[EmulatorProcess]:
+    """Start ``python -m icr_async.testing`` on a free loopback port; kill it by PID at the end."""
+    with tempfile.TemporaryDirectory(prefix="icr-bench-") as tmp:
+        ready = Path(tmp) / "ready"
+        key = Path(tmp) / "key.pem"
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "icr_async.testing",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--installations",
+                str(installations),
+                "--seed",
+                str(seed),
+                "--token-ttl",
+                str(token_ttl),
+                "--ready-file",
+                str(ready),
+                "--key-out",
+                str(key),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + timeout
+            while not ready.exists():
+                if proc.poll() is not None:
+                    raise RuntimeError(
+                        f"emulator exited early: {proc.stderr.read() if proc.stderr else ''}"
+                    )
+                if time.monotonic() > deadline:
+                    raise RuntimeError("emulator did not start in time")
+                time.sleep(0.05)
+            url = ready.read_text().strip()
+            app_id = ""
+            assert proc.stdout is not None
+            for _ in range(50):  # bounded: the banner is a dozen lines
+                line = proc.stdout.readline()
+                if not line:
+                    break
+                match = re.match(r"app id: (\S+)", line)
+                if match:
+                    app_id = match.group(1)
+                    break
+            if not app_id:
+                raise RuntimeError("could not read the app id from the emulator's banner")
+            yield EmulatorProcess(url=url, app_id=app_id, key_path=str(key), pid=proc.pid)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+            for stream in (proc.stdout, proc.stderr):
+                if stream is not None:
+                    stream.close()
+
+
+def cpu() -> float:
+    """CPU seconds (user + system) of this process so far."""
+    return time.process_time()
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process, MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@dataclass
+class Series:
+    """Per-round measurements of one contender in one scenario."""
+
+    name: str
+    cpu_us: list[float] = field(default_factory=list)
+    wall_us: list[float] = field(default_factory=list)
+
+    def add(self, cpu_s: float, wall_s: float, n: int) -> None:
+        """Record one slice of ``n`` operations."""
+        self.cpu_us.append(cpu_s / n * 1e6)
+        self.wall_us.append(wall_s / n * 1e6)
+
+
+def ratio_stats(num: list[float], den: list[float]) -> dict[str, float]:
+    """Median and min-max of the paired per-round ratios num[i] / den[i]."""
+    ratios = [a / b for a, b in zip(num, den) if b > 0]
+    if not ratios:
+        return {"median": float("nan"), "min": float("nan"), "max": float("nan")}
+    return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
+
+
+def fmt_ratio(stats: dict[str, float]) -> str:
+    """``1.05x (0.98-1.12)``."""
+    return f"{stats['median']:.2f}x ({stats['min']:.2f}-{stats['max']:.2f})"
+
+
+def median(values: list[float]) -> float:
+    """The median, or NaN for no values."""
+    return statistics.median(values) if values else float("nan")
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0-100) by nearest rank."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))
+    return ordered[index]
+
+
+def table(headers: list[str], rows: list[list[Any]]) -> str:
+    """A markdown table."""
+    out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(out)

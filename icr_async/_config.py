@@ -1,0 +1,155 @@
+"""Frozen client settings, validated once when the client is built.
+
+Every mistake a user can make in configuration (a URL without a scheme, plain HTTP to a
+remote host, an API version that is not a date, a negative timeout) raises a
+``ConfigurationError`` here, at construction, instead of on the first request.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+import ssl
+from typing import Any
+from urllib.parse import urlsplit
+
+import attrs
+
+from ._retry import RetryPolicy
+from ._version import __version__
+from .errors import ConfigurationError
+
+__all__ = [
+    "DEFAULT_API_VERSION",
+    "PRODUCTION_URL",
+    "SANDBOX_URL",
+    "ClientConfig",
+    "Timeouts",
+    "normalize_base_url",
+]
+
+PRODUCTION_URL = "https://api.carbonregistry.com"
+SANDBOX_URL = "https://sandbox-api.carbonregistry.com"
+DEFAULT_API_VERSION = "2023-06-16"
+USER_AGENT = f"icr-async/{__version__}"
+
+_VERSION_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def _timeout(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigurationError(
+            f"timeout {attribute.name} must be a positive number, got {value!r}"
+        )
+    if math.isinf(value):
+        raise ConfigurationError(f"timeout {attribute.name} must be finite; use None for no limit")
+
+
+@attrs.frozen(kw_only=True)
+class Timeouts:
+    """Time limits in seconds.
+
+    ``connect``: opening a connection (including waiting for a free one in the pool).
+    ``read``: the gap allowed between bytes of the answer. ``total``: one call from start to
+    end, *across all its retries and the waits between them*; ``None`` means no limit.
+    """
+
+    connect: float | None = attrs.field(default=10.0, validator=_timeout)
+    read: float | None = attrs.field(default=30.0, validator=_timeout)
+    total: float | None = attrs.field(default=120.0, validator=_timeout)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def normalize_base_url(url: str, *, allow_insecure_http: bool = False) -> str:
+    """Check a base URL and return it without a trailing slash.
+
+    Plain ``http://`` is refused except to loopback (the emulator) unless
+    ``allow_insecure_http`` is set: tokens sent in clear text are tokens given away.
+    """
+    if not isinstance(url, str) or not url.strip():
+        raise ConfigurationError(
+            "base_url must be a non-empty string like 'https://api.carbonregistry.com'"
+        )
+    url = url.strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise ConfigurationError(
+            f"base_url {url!r} needs an http:// or https:// scheme, e.g. 'https://api.carbonregistry.com'"
+        )
+    if not parts.hostname:
+        raise ConfigurationError(f"base_url {url!r} has no host")
+    if parts.query or parts.fragment:
+        raise ConfigurationError(f"base_url {url!r} must not have a query or fragment")
+    if parts.username or parts.password:
+        raise ConfigurationError("base_url must not carry user:password credentials")
+    if parts.scheme == "http" and not allow_insecure_http and not _is_loopback(parts.hostname):
+        raise ConfigurationError(
+            f"base_url {url!r} is plain http to a non-loopback host; tokens would travel in clear "
+            "text. Use https, or pass allow_insecure_http=True if you really mean it"
+        )
+    return url.rstrip("/")
+
+
+def _api_version(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not isinstance(value, str) or not _VERSION_RE.fullmatch(value):
+        raise ConfigurationError(
+            f"api_version must be a release date like '2023-06-16', got {value!r}"
+        )
+
+
+def _positive_int(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"{attribute.name} must be a positive integer, got {value!r}")
+
+
+def _non_negative_int(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigurationError(f"{attribute.name} must be an integer >= 0, got {value!r}")
+
+
+def _non_negative(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ConfigurationError(f"{attribute.name} must be a number >= 0, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class ClientConfig:
+    """Everything that shapes a client's behaviour, fixed for its lifetime."""
+
+    base_url: str = PRODUCTION_URL
+    api_version: str = attrs.field(default=DEFAULT_API_VERSION, validator=_api_version)
+    timeouts: Timeouts = attrs.field(factory=Timeouts)
+    retry: RetryPolicy = attrs.field(factory=RetryPolicy)
+    pool_size: int = attrs.field(default=100, validator=_positive_int)
+    pool_size_per_host: int = attrs.field(default=0, validator=_non_negative_int)
+    max_in_flight: int | None = None
+    refresh_margin: float = attrs.field(default=300.0, validator=_non_negative)
+    token_cache_size: int = attrs.field(default=10_000, validator=_positive_int)
+    user_agent: str = USER_AGENT
+    allow_insecure_http: bool = False
+    ssl: ssl.SSLContext | bool | None = attrs.field(default=None, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(
+            self,
+            "base_url",
+            normalize_base_url(self.base_url, allow_insecure_http=self.allow_insecure_http),
+        )
+        if self.max_in_flight is not None:
+            _positive_int(self, attrs.fields(ClientConfig).max_in_flight, self.max_in_flight)  # type: ignore[arg-type]
+
+    @property
+    def in_flight_limit(self) -> int:
+        """How many requests may be under way at once (defaults to the pool size)."""
+        return self.max_in_flight if self.max_in_flight is not None else self.pool_size

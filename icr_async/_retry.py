@@ -1,0 +1,96 @@
+"""The retry policy: which failures to repeat and how long to wait. Pure, no I/O.
+
+Carbon credits are money, so the rule that matters most is *what may be repeated at all*:
+only requests that are safe to send twice (GET, token minting, token revocation). A credit
+action is never retried unless the caller asks for it on that call. Waits use exponential
+backoff with "full jitter" (a uniform draw in ``[0, min(cap, base * 2**n)]``), which spreads
+a fleet's retries out instead of making them arrive in waves, and a server's
+``Retry-After`` overrides the backoff.
+"""
+
+from __future__ import annotations
+
+import datetime
+import email.utils
+import random
+from collections.abc import Callable
+
+import attrs
+
+from .errors import ConfigurationError
+
+__all__ = ["RetryPolicy", "parse_retry_after"]
+
+_DEFAULT_STATUSES = frozenset({429, 502, 503, 504})
+
+
+def _positive(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:  # NaN too
+        raise ConfigurationError(f"RetryPolicy.{attribute.name} must be >= 0, got {value!r}")
+
+
+def _attempts(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 20:
+        raise ConfigurationError(f"RetryPolicy.attempts must be an integer 1..20, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class RetryPolicy:
+    """When and how the client repeats a failed request.
+
+    ``attempts`` counts the first try (1 disables retries). Retried: connection errors,
+    timeouts and the ``statuses`` (default 429, 502, 503, 504), only for requests that are
+    safe to repeat, or for a call made with ``retry=True``. A ``Retry-After`` longer than
+    ``max_retry_after`` seconds is not waited for: the ``RateLimitedError`` is raised at once
+    with ``retry_after`` set, so the caller decides.
+    """
+
+    attempts: int = attrs.field(default=3, validator=_attempts)
+    backoff_base: float = attrs.field(default=0.5, validator=_positive)
+    backoff_cap: float = attrs.field(default=8.0, validator=_positive)
+    max_retry_after: float = attrs.field(default=60.0, validator=_positive)
+    statuses: frozenset[int] = attrs.field(default=_DEFAULT_STATUSES, converter=frozenset)
+    retry_on_timeout: bool = True
+    retry_on_connection_error: bool = True
+
+    @classmethod
+    def disabled(cls) -> RetryPolicy:
+        """A policy that never retries."""
+        return cls(attempts=1)
+
+    def backoff(self, retry_number: int, rand: Callable[[], float] = random.random) -> float:
+        """Seconds to wait before retry number ``retry_number`` (1 for the first retry)."""
+        # Float power, exponent capped: a huge retry_number must give the cap, not OverflowError.
+        ceiling = min(
+            self.backoff_cap, self.backoff_base * 2.0 ** min(max(0, retry_number - 1), 1000)
+        )
+        return float(ceiling * rand())
+
+    def retries_status(self, status: int) -> bool:
+        """Whether an answer with this status is worth repeating."""
+        return status in self.statuses
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value (delta seconds or an HTTP date).
+
+    Returns ``None`` for a missing or unreadable value and never a negative number.
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when.tzinfo is None:  # "-0000" dates parse naive; HTTP dates are always UTC
+            when = when.replace(tzinfo=datetime.timezone.utc)
+        return max(0.0, when.timestamp() - now)
+    if seconds != seconds or seconds in (float("inf"), float("-inf")):
+        return None
+    return max(0.0, seconds)

@@ -1,0 +1,281 @@
+"""Pure request/response logic: no sockets, no event loop, tested without either.
+
+In the spirit of gidgethub's sans-I/O core: building headers and paths, turning a status and
+body into a value or a typed error, and reading pagination all live here, so the transport
+stays a thin shell and every rule can be tested with plain function calls.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+from ._retry import parse_retry_after
+from .errors import (
+    APIError,
+    InvalidArgumentError,
+    PaginationError,
+    RateLimitedError,
+    ResponseDecodeError,
+    UnsupportedAPIVersionError,
+    error_class_for_status,
+)
+from .models import Pagination
+
+__all__ = [
+    "REQUEST_ID_HEADERS",
+    "PageTracker",
+    "check_page_args",
+    "decode_json",
+    "error_from_response",
+    "parse_error_body",
+    "path_param",
+    "request_id",
+]
+
+REQUEST_ID_HEADERS = (
+    "x-request-id",
+    "x-amzn-requestid",
+    "x-amz-cf-id",
+    "request-id",
+    "x-correlation-id",
+)
+
+# Real ids are UUIDs; docs examples use numbers. Letters, digits, '-' and '_' cover both and
+# nothing that could change the meaning of a URL path.
+_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+MAX_PAGE_LIMIT = 1000
+
+
+def path_param(value: object, what: str = "installation_id") -> str:
+    """Check an id that goes into a URL path and return it percent-encoded.
+
+    ``'../token'``, ``'a/b'``, ``'%2F'``, whitespace, non-ASCII and empty ids are refused
+    with ``InvalidArgumentError`` so no id can ever reach a different endpoint; encoding is
+    applied on top as a second line of defence.
+    """
+    if isinstance(value, bool):
+        raise InvalidArgumentError(f"{what} must be a string or integer id, got a boolean")
+    if isinstance(value, int):
+        if value < 0:
+            raise InvalidArgumentError(f"{what} must not be negative, got {value}")
+        value = str(value)
+    if not isinstance(value, str):
+        raise InvalidArgumentError(f"{what} must be a string id, got {type(value).__name__}")
+    if not _ID_RE.fullmatch(value):
+        if not value:
+            raise InvalidArgumentError(f"{what} must not be empty")
+        if not value.strip():
+            raise InvalidArgumentError(f"{what} must not be blank")
+        shown = value if len(value) <= 60 else value[:57] + "..."
+        raise InvalidArgumentError(
+            f"{what} {shown!r} is not a valid id: only letters, digits, '-' and '_' are allowed "
+            "(no '/', '.', '%', spaces or non-ASCII)"
+        )
+    return quote(value, safe="")
+
+
+def check_page_args(limit: object, page: object) -> tuple[int, int]:
+    """Validate ``limit`` (1..1000) and ``page`` (>= 0) for a paginated listing."""
+    for name, value in (("limit", limit), ("page", page)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidArgumentError(f"{name} must be an integer, got {value!r}")
+    assert isinstance(limit, int)
+    assert isinstance(page, int)
+    if not 1 <= limit <= MAX_PAGE_LIMIT:
+        raise InvalidArgumentError(f"limit must be between 1 and {MAX_PAGE_LIMIT}, got {limit}")
+    if page < 0:
+        raise InvalidArgumentError(f"page must be >= 0, got {page}")
+    return limit, page
+
+
+def request_id(headers: Mapping[str, str]) -> str | None:
+    """The request id from the first response header that carries one."""
+    for name in REQUEST_ID_HEADERS:
+        value = headers.get(name)
+        if value:
+            return value[:200]
+    return None
+
+
+def parse_error_body(body: bytes) -> tuple[str, tuple[str, ...], str | None, Any]:
+    """Read a NestJS-style error body: ``(message, messages, error label, parsed JSON)``.
+
+    ``message`` may be a string or a list; anything that is not JSON falls back to the raw
+    text (trimmed), so even an HTML error page from a proxy yields a readable message.
+    """
+    text = body.decode("utf-8", "replace").strip()
+    try:
+        data = json.loads(text) if text else None
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
+        data = None
+    if isinstance(data, dict):
+        raw = data.get("message")
+        if isinstance(raw, list):
+            messages = tuple(str(m) for m in raw)
+        elif raw is not None:
+            messages = (str(raw),)
+        else:
+            messages = ()
+        err = data.get("error")
+        label = str(err) if isinstance(err, (str, int)) else None
+        if not messages and label:
+            messages = (label,)
+        return "; ".join(messages), messages, label, data
+    snippet = " ".join(text.split())[:300]
+    return snippet, ((snippet,) if snippet else ()), None, data
+
+
+def error_from_response(
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    method: str,
+    path: str,
+    now: float,
+) -> APIError:
+    """The typed ``APIError`` for an error answer."""
+    message, messages, label, data = parse_error_body(body)
+    kwargs: dict[str, Any] = {
+        "status": status,
+        "method": method,
+        "path": path,
+        "server_message": message,
+        "messages": messages,
+        "error": label,
+        "request_id": request_id(headers),
+        "body": data,
+        "headers": headers,
+    }
+    if status == 429:
+        return RateLimitedError(
+            retry_after=parse_retry_after(headers.get("Retry-After"), now), **kwargs
+        )
+    if status == 400 and "version" in message.lower() and "api" in message.lower():
+        return UnsupportedAPIVersionError(**kwargs)
+    return error_class_for_status(status)(**kwargs)
+
+
+def decode_json(
+    status: int, headers: Mapping[str, str], body: bytes, *, method: str, path: str
+) -> Any:
+    """Parse a success body as JSON, or raise ``ResponseDecodeError`` (never a bare ValueError).
+
+    The content type is not trusted either way: some proxies label JSON ``text/plain``; what
+    matters is whether the bytes parse. An empty body is ``None``.
+    """
+    if not body:
+        return None
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        ctype = headers.get("Content-Type", "unknown content type")
+        raise ResponseDecodeError(
+            f"the server answered {status} with a body that is not JSON ({ctype}, {len(body)} bytes)",
+            status=status,
+            method=method,
+            path=path,
+        ) from exc
+
+
+def read_pagination(
+    data: Any, key: str, *, method: str, path: str
+) -> tuple[list[Any], Pagination | None]:
+    """Split a list answer into its items under ``key`` and its ``pagination`` block.
+
+    A bare JSON list is accepted as items with no pagination.
+    """
+    from ._converters import structure  # local: _converters imports models, keep sansio light
+
+    if isinstance(data, list):
+        return data, None
+    if not isinstance(data, dict):
+        raise ResponseDecodeError(
+            f"expected a JSON object with {key!r}, got {type(data).__name__}",
+            method=method,
+            path=path,
+        )
+    items = data.get(key)
+    if items is None:
+        # Tolerate a differently named list key if exactly one list is present.
+        lists = [v for k, v in data.items() if isinstance(v, list) and k != "pagination"]
+        if len(lists) != 1:
+            raise ResponseDecodeError(
+                f"the response has no {key!r} list", method=method, path=path, field=key
+            )
+        items = lists[0]
+    if not isinstance(items, list):
+        raise ResponseDecodeError(f"{key!r} is not a list", method=method, path=path, field=key)
+    raw_pagination = data.get("pagination")
+    pagination = (
+        structure(raw_pagination, Pagination, method=method, path=path)
+        if isinstance(raw_pagination, dict)
+        else None
+    )
+    return items, pagination
+
+
+class PageTracker:
+    """Decides which page to ask for next, and refuses to loop on a broken server.
+
+    Stops on any end signal the ICR docs leave open: an empty page, ``nextPage`` null or
+    absent, ``currentPage >= pageCount``, a short page without pagination, or all ``total``
+    items seen. Raises ``PaginationError`` when the server hands back a page it already
+    served (same first and last ids) or runs past ``max_pages``.
+    """
+
+    __slots__ = ("_fingerprints", "limit", "max_pages", "page", "pages_seen", "seen_items")
+
+    def __init__(self, *, limit: int, start_page: int = 0, max_pages: int = 1_000_000) -> None:
+        self.limit = limit
+        self.page = start_page
+        self.max_pages = max_pages
+        self.pages_seen = 0
+        self.seen_items = 0
+        self._fingerprints: set[tuple[Any, Any, int]] = set()
+
+    def advance(self, items: list[Any], pagination: Pagination | None) -> bool:
+        """Record a fetched page; return ``True`` if there is another page to fetch."""
+        self.pages_seen += 1
+        self.seen_items += len(items)
+        if not items:
+            return False
+        fingerprint = (_item_id(items[0]), _item_id(items[-1]), len(items))
+        if fingerprint[0] is not None and fingerprint in self._fingerprints:
+            raise PaginationError(
+                f"the server returned the same page again (asked for page {self.page}); stopping "
+                "instead of looping forever"
+            )
+        self._fingerprints.add(fingerprint)
+        if pagination is None:
+            more = len(items) >= self.limit
+        else:
+            more = pagination.next_page is not None
+            if pagination.next_page is not None and pagination.current_page is not None:
+                # A nextPage that does not move forward is the start of a loop.
+                more = pagination.next_page > pagination.current_page
+            if (
+                pagination.page_count is not None
+                and pagination.current_page is not None
+                and pagination.current_page >= pagination.page_count
+            ):
+                more = False
+            if pagination.total is not None and self.seen_items >= pagination.total:
+                more = False
+        if more and self.pages_seen >= self.max_pages:
+            raise PaginationError(f"more than {self.max_pages} pages; stopping")
+        if more:
+            self.page += 1
+        return more
+
+
+def _item_id(item: Any) -> Any:
+    if isinstance(item, dict):
+        value = item.get("id")
+        return value if isinstance(value, (str, int)) else None
+    return None

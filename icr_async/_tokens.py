@@ -1,0 +1,372 @@
+"""Installation and app tokens: a bounded cache with single-flight refresh.
+
+The promise: however many callers ask for one installation's token at the same moment,
+exactly one mint goes to the server; different installations mint in parallel; a token is
+refreshed ``refresh_margin`` seconds before it expires, never served stale; a caller that is
+cancelled while waiting neither cancels nor poisons the mint for the others; a failed mint
+reaches every waiter and is not cached; and if a refresh fails while the cached token is
+still valid, that token is served (a *soft refresh*) with a warning.
+
+Two layers: an in-process LRU (``MemoryTokenCache``; every request looks here first, with no
+``await``) and, optionally, a shared ``TokenCache`` (e.g. Redis) consulted only on a local
+miss, whose ``lease`` extends single flight across processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter, OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol, runtime_checkable
+
+from ._clock import Clock
+from .errors import APIError, TokenError, TransportError
+from .models import Token
+
+__all__ = ["ClientStats", "MemoryTokenCache", "TokenCache", "TokenManager"]
+
+logger = logging.getLogger("icr_async")
+
+# A token with less life than this is never handed out, even by a soft refresh: the request
+# it goes on would most likely reach the server after it expired.
+STALE_FLOOR = 15.0
+
+
+@runtime_checkable
+class TokenCache(Protocol):
+    """Where tokens are kept and shared. Implement it to share tokens across processes.
+
+    Keys already include everything that changes a token (app id, base URL, key
+    fingerprint, installation id). ``ttl`` is how long the entry may be served (the token's
+    life minus the refresh margin). ``lease`` is a cross-holder lock for single flight: only
+    the holder mints; it must expire on its own if the holder dies.
+    """
+
+    async def get(self, key: str) -> Token | None:
+        """The cached token for ``key``, or ``None``."""
+        ...
+
+    async def set(self, key: str, token: Token, *, ttl: float) -> None:
+        """Store ``token`` under ``key`` for ``ttl`` seconds."""
+        ...
+
+    async def delete(self, key: str, *, token: str | None = None) -> None:
+        """Remove ``key`` (only if it still holds ``token``, when given)."""
+        ...
+
+    def lease(self, key: str, *, ttl: float) -> AbstractAsyncContextManager[None]:
+        """Hold the right to mint for ``key`` for at most ``ttl`` seconds."""
+        ...
+
+
+class MemoryTokenCache:
+    """The default cache: an in-process LRU with a size cap and expiry sweeps.
+
+    Implements ``TokenCache`` and adds synchronous ``peek``/``put`` used on the hot path.
+    """
+
+    def __init__(self, *, max_entries: int = 10_000, clock: Clock | None = None) -> None:
+        import time
+
+        self.max_entries = max_entries
+        self._clock: Clock = clock or time.time
+        self._entries: OrderedDict[str, Token] = OrderedDict()
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._puts = 0
+        self.evictions = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def peek(self, key: str) -> Token | None:
+        """The entry for ``key`` (marking it recently used), or ``None``. Never awaits."""
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries.move_to_end(key)
+        return entry
+
+    def put(self, key: str, token: Token) -> None:
+        """Store ``token``, evicting the least recently used entries past the cap."""
+        entries = self._entries
+        entries[key] = token
+        entries.move_to_end(key)
+        self._puts += 1
+        if self._puts % 1024 == 0:
+            self.sweep()
+        while len(entries) > self.max_entries:
+            entries.popitem(last=False)
+            self.evictions += 1
+
+    def discard(self, key: str, token: str | None = None) -> None:
+        """Drop ``key`` (only if it holds ``token``, when given)."""
+        entry = self._entries.get(key)
+        if entry is not None and (token is None or entry.token == token):
+            del self._entries[key]
+
+    def sweep(self) -> int:
+        """Evict expired entries; returns how many."""
+        now = self._clock()
+        dead = [k for k, t in self._entries.items() if t.expires_at <= now]
+        for k in dead:
+            del self._entries[k]
+        self.evictions += len(dead)
+        return len(dead)
+
+    def clear(self) -> None:
+        """Forget every token."""
+        self._entries.clear()
+
+    async def get(self, key: str) -> Token | None:
+        """``TokenCache.get``."""
+        return self.peek(key)
+
+    async def set(self, key: str, token: Token, *, ttl: float) -> None:
+        """``TokenCache.set`` (the entry's own ``expires_at`` bounds it; ``ttl`` is advisory)."""
+        self.put(key, token)
+
+    async def delete(self, key: str, *, token: str | None = None) -> None:
+        """``TokenCache.delete``."""
+        self.discard(key, token)
+
+    @contextlib.asynccontextmanager
+    async def lease(self, key: str, *, ttl: float) -> AsyncIterator[None]:
+        """``TokenCache.lease``: an asyncio lock per key, dropped when nobody holds it."""
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        try:
+            async with lock:
+                yield
+        finally:
+            if not lock.locked() and self._locks.get(key) is lock:
+                del self._locks[key]
+
+
+class ClientStats:
+    """Counters a client keeps about its tokens and requests (no secrets in here)."""
+
+    __slots__ = (
+        "cache_hits",
+        "cache_misses",
+        "clock_skew_corrections",
+        "mints",
+        "recoveries_401",
+        "refreshes",
+        "requests",
+        "retries",
+        "shared_cache_errors",
+        "shared_cache_hits",
+        "soft_refreshes",
+        "waited",
+    )
+
+    def __init__(self) -> None:
+        self.mints: Counter[str] = Counter()
+        self.cache_hits = 0
+        self.cache_misses = 0
+        self.waited = 0
+        self.refreshes = 0
+        self.recoveries_401 = 0
+        self.soft_refreshes = 0
+        self.clock_skew_corrections = 0
+        self.retries = 0
+        self.requests = 0
+        self.shared_cache_hits = 0
+        self.shared_cache_errors = 0
+
+    @property
+    def total_mints(self) -> int:
+        """Mints across every installation (and the app token)."""
+        return sum(self.mints.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        """A plain snapshot, e.g. for metrics."""
+        out: dict[str, Any] = {name: getattr(self, name) for name in self.__slots__}
+        out["mints"] = dict(self.mints)
+        out["total_mints"] = self.total_mints
+        return out
+
+    def __repr__(self) -> str:
+        return (
+            f"<ClientStats mints={self.total_mints} hits={self.cache_hits} misses={self.cache_misses} "
+            f"waited={self.waited} refreshes={self.refreshes} recoveries_401={self.recoveries_401} "
+            f"soft_refreshes={self.soft_refreshes} retries={self.retries}>"
+        )
+
+
+Minter = Callable[[str | None], Awaitable[Token]]
+
+
+class TokenManager:
+    """Hands out tokens per key, minting each at most once at a time."""
+
+    def __init__(
+        self,
+        *,
+        mint: Minter,
+        clock: Clock,
+        refresh_margin: float,
+        memory: MemoryTokenCache,
+        shared: TokenCache | None,
+        stats: ClientStats,
+    ) -> None:
+        self._mint = mint
+        self._clock = clock
+        self.refresh_margin = refresh_margin
+        self.memory = memory
+        self.shared = shared
+        self.stats = stats
+        self._flights: dict[str, asyncio.Task[Token]] = {}
+
+    def peek_fresh(self, key: str) -> Token | None:
+        """The cached token if it has more than the refresh margin left: the no-await path."""
+        entry = self.memory.peek(key)
+        if entry is not None and entry.expires_at - self._clock() > self.refresh_margin:
+            self.stats.cache_hits += 1
+            return entry
+        return None
+
+    async def get(
+        self, key: str, installation_id: str | None, *, min_ttl: float | None = None
+    ) -> Token:
+        """A token for ``key`` with more than ``max(refresh_margin, min_ttl)`` seconds left."""
+        need = self.refresh_margin if min_ttl is None else max(self.refresh_margin, min_ttl)
+        entry = self.memory.peek(key)
+        if entry is not None and entry.expires_at - self._clock() > need:
+            self.stats.cache_hits += 1
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug("token cache hit for %s", _who(installation_id))
+            return entry
+        self.stats.cache_misses += 1
+        floor = STALE_FLOOR if min_ttl is None else max(STALE_FLOOR, min_ttl)
+        force = False
+        for _ in range(2):
+            try:
+                token = await self._join_flight(key, installation_id, force=force)
+            except Exception:
+                stale = self.memory.peek(key)
+                if stale is not None and stale.expires_at - self._clock() > floor:
+                    self.stats.soft_refreshes += 1
+                    logger.warning(
+                        "could not refresh the token for %s; serving the cached one, valid %.0f s more",
+                        _who(installation_id),
+                        stale.expires_at - self._clock(),
+                    )
+                    return stale
+                raise
+            if token.expires_at - self._clock() > need:
+                return token
+            # A shared cache can hold a token that suits the margin but not this caller's
+            # min_ttl: ask once more for a brand-new one.
+            force = True
+        remaining = token.expires_at - self._clock()
+        if remaining > floor:
+            return token
+        raise TokenError(
+            f"a fresh token for {_who(installation_id)} lives {remaining:.0f} s, "
+            f"less than the {need:.0f} s asked for"
+        )
+
+    async def _join_flight(self, key: str, installation_id: str | None, *, force: bool) -> Token:
+        flight = self._flights.get(key)
+        if flight is None:
+            flight = asyncio.get_running_loop().create_task(
+                self._fly(key, installation_id, force=force)
+            )
+            self._flights[key] = flight
+            flight.add_done_callback(lambda t, k=key: self._land(k, t))  # type: ignore[misc]
+        else:
+            self.stats.waited += 1
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug("waiting on the mint already under way for %s", _who(installation_id))
+        # shield: a waiter's cancellation must not cancel the mint the others wait for.
+        return await asyncio.shield(flight)
+
+    def _land(self, key: str, task: asyncio.Task[Token]) -> None:
+        if self._flights.get(key) is task:
+            del self._flights[key]
+        if not task.cancelled():
+            # Mark the exception as retrieved: waiters may all have been cancelled.
+            task.exception()
+
+    async def _fly(self, key: str, installation_id: str | None, *, force: bool) -> Token:
+        had = self.memory.peek(key) is not None
+        shared = self.shared
+        token: Token | None = None
+        if shared is not None:
+            token = await self._mint_shared(shared, key, installation_id, force=force)
+        if token is None:
+            token = await self._mint_counted(installation_id)
+        self.memory.put(key, token)
+        if had:
+            self.stats.refreshes += 1
+        return token
+
+    async def _mint_counted(self, installation_id: str | None) -> Token:
+        token = await self._mint(installation_id)
+        self.stats.mints[installation_id or "@app"] += 1
+        logger.debug("minted a token for %s", _who(installation_id))
+        return token
+
+    def _fresh(self, token: Token | None) -> bool:
+        return token is not None and token.expires_at - self._clock() > self.refresh_margin
+
+    async def _mint_shared(
+        self, shared: TokenCache, key: str, installation_id: str | None, *, force: bool
+    ) -> Token | None:
+        """Single flight through the shared cache; ``None`` means: mint locally.
+
+        Any failure of the shared cache itself (down, slow, flushed) falls back to a local
+        mint; a token already minted is never thrown away because storing it failed.
+        """
+        minted: Token | None = None
+        try:
+            if not force:
+                cached = await shared.get(key)
+                if self._fresh(cached):
+                    self.stats.shared_cache_hits += 1
+                    return cached
+            async with shared.lease(key, ttl=30.0):
+                if not force:
+                    cached = await shared.get(key)
+                    if self._fresh(cached):
+                        self.stats.shared_cache_hits += 1
+                        return cached
+                minted = await self._mint_counted(installation_id)
+                ttl = minted.expires_at - self._clock() - self.refresh_margin
+                if ttl > 0:
+                    await shared.set(key, minted, ttl=ttl)
+                return minted
+        except (asyncio.CancelledError, TokenError):
+            raise
+        except Exception as exc:
+            if minted is not None:
+                self._shared_failed(exc)
+                return minted
+            if isinstance(exc, (APIError, TransportError)):
+                raise  # the mint itself failed: that is not the shared cache's fault
+            self._shared_failed(exc)
+            return None
+
+    def _shared_failed(self, exc: BaseException) -> None:
+        self.stats.shared_cache_errors += 1
+        logger.warning("shared token cache unavailable (%s); minting locally", type(exc).__name__)
+
+    async def invalidate(self, key: str, token: str | None = None) -> None:
+        """Drop a token the server refused, locally and in the shared cache."""
+        self.memory.discard(key, token)
+        if self.shared is not None:
+            try:
+                await self.shared.delete(key, token=token)
+            except Exception as exc:
+                self.stats.shared_cache_errors += 1
+                logger.warning(
+                    "could not drop a token from the shared cache (%s)", type(exc).__name__
+                )
+
+
+def _who(installation_id: str | None) -> str:
+    return f"installation {installation_id}" if installation_id else "the app"

@@ -1,0 +1,204 @@
+"""The only module that touches aiohttp: one session and connector per client, one ``send``.
+
+The session is created lazily inside the running event loop (a ``ClientSession`` made
+outside its loop breaks on first use) and bound to that loop: using the client from another
+loop raises a clear error instead of hanging. After ``os.fork()`` the child never touches the
+parent's sockets: a new session is made and the inherited one is abandoned unclosed (closing
+it would close file descriptors the parent still uses).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import ssl as ssl_module
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import aiohttp
+import attrs
+
+from ._config import Timeouts
+from .errors import (
+    ClientClosedError,
+    ICRError,
+    InvalidArgumentError,
+    RequestTimeoutError,
+    TransportError,
+)
+
+__all__ = ["RawResponse", "Transport"]
+
+
+@attrs.frozen(slots=True)
+class RawResponse:
+    """Status, headers (case-insensitive) and body bytes of one HTTP answer."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+class Transport:
+    """Owns the aiohttp session; sends one request and reads the whole answer."""
+
+    def __init__(
+        self,
+        *,
+        pool_size: int,
+        pool_size_per_host: int,
+        in_flight: int,
+        timeouts: Timeouts,
+        ssl: ssl_module.SSLContext | bool | None = None,
+        trace_configs: Sequence[aiohttp.TraceConfig] = (),
+    ) -> None:
+        self._pool_size = pool_size
+        self._pool_size_per_host = pool_size_per_host
+        self._in_flight = in_flight
+        self._timeouts = timeouts
+        self._ssl = True if ssl is None else ssl
+        self._trace_configs = list(trace_configs)
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._semaphore: asyncio.Semaphore | None = None
+        self._pid = os.getpid()
+        self._closed = False
+        self._default_timeout = self._client_timeout(None)
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``aclose`` was called."""
+        return self._closed
+
+    def _client_timeout(self, total: float | None) -> aiohttp.ClientTimeout:
+        return aiohttp.ClientTimeout(
+            total=total,
+            sock_connect=self._timeouts.connect,
+            connect=self._timeouts.connect,
+            sock_read=self._timeouts.read,
+        )
+
+    def _ensure_session(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise ClientClosedError("the client is closed; create a new one")
+        loop = asyncio.get_running_loop()
+        if self._pid != os.getpid():
+            # Forked child: the inherited session's sockets belong to the parent.
+            self._session = None
+            self._loop = None
+            self._pid = os.getpid()
+        session = self._session
+        if session is not None:
+            if self._loop is not loop:
+                if self._loop is not None and self._loop.is_closed():
+                    # The loop that owned the session is gone (e.g. asyncio.run ended):
+                    # its connections died with it, start afresh on this loop.
+                    self._session = None
+                else:
+                    raise ICRError(
+                        "this client is bound to another event loop; create one client per loop "
+                        "(or use the blocking ICRClient from threads)"
+                    )
+            else:
+                return session
+        connector = aiohttp.TCPConnector(
+            limit=self._pool_size,
+            limit_per_host=self._pool_size_per_host,
+            ssl=self._ssl,
+            enable_cleanup_closed=False,
+        )
+        session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=self._default_timeout,
+            trace_configs=self._trace_configs or None,
+            raise_for_status=False,
+        )
+        self._session = session
+        self._loop = loop
+        self._semaphore = asyncio.Semaphore(self._in_flight)
+        return session
+
+    async def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        path: str,
+        headers: Mapping[str, str],
+        params: Mapping[str, str] | None = None,
+        data: bytes | None = None,
+        total_timeout: float | None = None,
+    ) -> RawResponse:
+        """Send one request and read the whole body; map every failure to an ``ICRError``."""
+        session = self._ensure_session()
+        timeout = (
+            self._default_timeout if total_timeout is None else self._client_timeout(total_timeout)
+        )
+        semaphore = self._semaphore
+        assert semaphore is not None
+        try:
+            async with (
+                semaphore,
+                session.request(
+                    method, url, headers=headers, params=params, data=data, timeout=timeout
+                ) as resp,
+            ):
+                body = await resp.read()
+                return RawResponse(resp.status, resp.headers, body)
+        except asyncio.TimeoutError as exc:
+            raise RequestTimeoutError("the request timed out", method=method, path=path) from exc
+        except aiohttp.ClientConnectorCertificateError as exc:
+            err = TransportError(
+                f"TLS certificate verification failed for {exc.host}", method=method, path=path
+            )
+            err.retryable = False
+            raise err from exc
+        except aiohttp.ClientSSLError as exc:
+            err = TransportError("TLS handshake failed", method=method, path=path)
+            err.retryable = False
+            raise err from exc
+        except aiohttp.ClientPayloadError as exc:
+            raise TransportError(
+                "the response body was cut short", method=method, path=path
+            ) from exc
+        except aiohttp.ServerDisconnectedError as exc:
+            raise TransportError(
+                "the server closed the connection", method=method, path=path
+            ) from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise TransportError(
+                f"cannot connect to {exc.host}:{exc.port} ({exc.os_error.strerror or exc.os_error})",
+                method=method,
+                path=path,
+            ) from exc
+        except (aiohttp.InvalidURL, ValueError) as exc:
+            raise InvalidArgumentError(
+                f"invalid request URL or parameters for {method} {path}"
+            ) from exc
+        except aiohttp.ClientError as exc:
+            raise TransportError(
+                f"HTTP error: {type(exc).__name__}", method=method, path=path
+            ) from exc
+        except OSError as exc:
+            raise TransportError(
+                f"network error: {exc.strerror or exc}", method=method, path=path
+            ) from exc
+
+    async def aclose(self) -> None:
+        """Close the session and its connections. Safe to call more than once."""
+        self._closed = True
+        session, self._session = self._session, None
+        if session is None or self._pid != os.getpid():
+            return
+        if self._loop is not None and self._loop is not asyncio.get_running_loop():
+            if self._loop.is_closed():
+                return
+            # Closing must happen on the session's own loop.
+            fut = asyncio.run_coroutine_threadsafe(session.close(), self._loop)
+            await asyncio.wrap_future(fut)
+            return
+        await session.close()
+
+    def info(self) -> dict[str, Any]:
+        """Pool settings, for diagnostics."""
+        return {"pool_size": self._pool_size, "in_flight": self._in_flight}

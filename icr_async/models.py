@@ -1,0 +1,256 @@
+"""The data the ICR API returns, as frozen attrs classes. No I/O here.
+
+Models are tolerant: keys the SDK does not know are kept in ``extra`` (on models that have
+one) or ignored, never fatal, because ICR adds fields without notice. A key the SDK cannot
+do without (an installation's ``id``, a token's ``token`` and ``expiresAt``) is required:
+its absence raises ``ResponseDecodeError`` naming it. Date-times are always timezone-aware.
+Token values are masked in every ``repr``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+from collections.abc import Iterator, Mapping
+from typing import Any, Generic, TypeVar
+
+import attrs
+
+from ._redact import mask_token
+
+__all__ = [
+    "AccessToken",
+    "AppAccessToken",
+    "CreatedOrganization",
+    "Installation",
+    "InstallationAccessToken",
+    "Organization",
+    "OrganizationType",
+    "Page",
+    "Pagination",
+    "PermissionLevel",
+    "Permissions",
+    "Token",
+    "User",
+]
+
+T = TypeVar("T")
+
+
+class PermissionLevel(str, enum.Enum):
+    """Permission levels seen on the wire. Unknown levels are kept as plain strings."""
+
+    VIEW = "VIEW"
+    WRITE = "WRITE"
+    REQUEST = "REQUEST"
+
+
+class OrganizationType(str, enum.Enum):
+    """Organization types used by ICR. Unknown types are kept as plain strings."""
+
+    PROJECT_PROPONENT = "projectProponent"
+    PROJECT_DEVELOPER = "projectDeveloper"
+    MARKET_PARTICIPANT = "marketParticipant"
+    VALIDATION_BODY = "validationBody"
+    OTHER = "other"
+
+
+class Permissions(Mapping[str, str]):
+    """Permission name → level, e.g. ``{"organization_inventory": "WRITE"}``.
+
+    A read-only mapping that keeps names and levels the SDK does not know yet.
+    """
+
+    __slots__ = ("_levels",)
+
+    def __init__(self, levels: Mapping[str, str] | None = None) -> None:
+        self._levels: dict[str, str] = {str(k): str(v) for k, v in (levels or {}).items()}
+
+    def __getitem__(self, name: str) -> str:
+        return self._levels[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._levels)
+
+    def __len__(self) -> int:
+        return len(self._levels)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Permissions):
+            return self._levels == other._levels
+        if isinstance(other, Mapping):
+            return self._levels == dict(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self._levels.items()))
+
+    def can_read(self, name: str) -> bool:
+        """Whether ``name`` is granted at any level (VIEW, WRITE or REQUEST all allow reads)."""
+        return name in self._levels
+
+    def can_write(self, name: str) -> bool:
+        """Whether ``name`` is granted with WRITE."""
+        return self._levels.get(name, "").upper() in ("WRITE", "READ_WRITE")
+
+    def to_dict(self) -> dict[str, str]:
+        """A plain ``dict`` copy."""
+        return dict(self._levels)
+
+    def __repr__(self) -> str:
+        return f"Permissions({self._levels!r})"
+
+
+def _masked(value: str) -> str:
+    return repr(mask_token(value))
+
+
+@attrs.frozen(kw_only=True)
+class AccessToken:
+    """An access token as ICR returns it (``POST /app/accessTokens`` and kin).
+
+    ``token`` is the secret; ``repr`` shows it masked (``crs_…9c5b``).
+    """
+
+    token: str = attrs.field(repr=_masked)
+    expires_at: datetime.datetime
+    id: str | None = None
+    created_at: datetime.datetime | None = None
+    updated_at: datetime.datetime | None = None
+    is_active: bool = True
+    permissions: Permissions = attrs.field(factory=Permissions)
+    app_id: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class AppAccessToken(AccessToken):
+    """An app access token: for app-level and semi-public endpoints such as ``/projects``."""
+
+
+@attrs.frozen(kw_only=True)
+class InstallationAccessToken(AccessToken):
+    """An installation access token: acts on one organization within the app's permissions."""
+
+    installation_id: str | None = None
+    organization_id: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Token:
+    """A cached token as the client hands it out from ``get_token()``.
+
+    ``expires_at`` is in *this machine's* clock (corrected for server skew), so
+    ``expires_at - time.time()`` is the real remaining life. ``str(token)`` is masked; use
+    ``token.token`` for the secret itself.
+    """
+
+    token: str = attrs.field(repr=_masked)
+    expires_at: float
+    installation_id: str | None = None
+    organization_id: str | None = None
+    minted_at: float = 0.0
+
+    @property
+    def expires_at_datetime(self) -> datetime.datetime:
+        """``expires_at`` as an aware UTC ``datetime``."""
+        return datetime.datetime.fromtimestamp(self.expires_at, tz=datetime.timezone.utc)
+
+    def __str__(self) -> str:
+        return mask_token(self.token)
+
+
+@attrs.frozen(kw_only=True)
+class Organization:
+    """An organization (the party that installed the app). Unknown keys land in ``extra``."""
+
+    id: str
+    full_name: str | None = None
+    country_code: str | None = None
+    type: str | None = None
+    is_public: bool | None = None
+    created_at: datetime.datetime | None = None
+    updated_at: datetime.datetime | None = None
+    url: str | None = None
+    logo: str | None = None
+    website: str | None = None
+    city: str | None = None
+    zip: str | None = None
+    physical_address: str | None = None
+    registration_number: str | None = None
+    organization_industries: tuple[Any, ...] = ()
+    extra: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
+
+
+@attrs.frozen(kw_only=True)
+class Installation:
+    """An installation of the app on one organization.
+
+    ``access_tokens_url`` is kept as sent but never used to build requests: sandbox has sent
+    it starting with the literal text ``undefined/``.
+    """
+
+    id: str
+    created_at: datetime.datetime | None = None
+    updated_at: datetime.datetime | None = None
+    permissions: Permissions = attrs.field(factory=Permissions)
+    app_name_id: str | None = None
+    app_id: str | None = None
+    access_tokens_url: str | None = None
+    organization: Organization | None = None
+    extra: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
+
+
+@attrs.frozen(kw_only=True)
+class User:
+    """A user created together with an organization."""
+
+    email: str | None = None
+    id: str | None = None
+    full_name: str | None = None
+    profile_picture: str | None = None
+    extra: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
+
+
+@attrs.frozen(kw_only=True)
+class CreatedOrganization:
+    """What ``POST /app/create/user/organization`` returns: at least the new installation."""
+
+    installation: Installation
+    organization: Organization | None = None
+    user: User | None = None
+    extra: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
+
+
+@attrs.frozen(kw_only=True)
+class Pagination:
+    """The ``pagination`` block of a list answer. Every field may be missing or null."""
+
+    total: int | None = None
+    current_page: int | None = None
+    page_count: int | None = None
+    next_page: int | None = None
+    prev_page: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Page(Generic[T]):
+    """One page of a paginated listing: its ``items`` and the server's ``pagination``.
+
+    ``page`` and ``limit`` are what was asked for.
+    """
+
+    items: tuple[T, ...]
+    pagination: Pagination | None
+    page: int
+    limit: int
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self.items)
+
+    @property
+    def total(self) -> int | None:
+        """The total item count the server reported, if any."""
+        return self.pagination.total if self.pagination else None

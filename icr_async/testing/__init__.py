@@ -1,0 +1,33 @@
+"""Test tools: an ICR Apps API emulator that runs on loopback, and a pytest plugin.
+
+The emulator checks app JWTs for real (RS256 against the app's registered public keys),
+mints and revokes access tokens, serves installations, organizations and projects, and can
+inject faults (error statuses, resets, truncated or mislabelled bodies, hangs)::
+
+    from icr_async._clock import ManualClock
+    from icr_async.testing import ICREmulator
+
+    emulator = ICREmulator(clock=ManualClock())
+    app = emulator.create_app(installations=3)
+    async with emulator.serve() as server:
+        ...  # point the client at server.url, sign JWTs with app.private_key_pem
+
+Run it standalone with ``python -m icr_async.testing --help``.
+"""
+
+from __future__ import annotations
+
+from ._crypto import generate_private_key_pem
+from ._emulator import EmulatorApp, EmulatorServer, ICREmulator
+from ._faults import Fault, FaultInjector
+from ._stats import EmulatorStats
+
+__all__ = [
+    "EmulatorApp",
+    "EmulatorServer",
+    "EmulatorStats",
+    "Fault",
+    "FaultInjector",
+    "ICREmulator",
+    "generate_private_key_pem",
+]

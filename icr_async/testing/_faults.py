@@ -1,0 +1,140 @@
+"""Fault injection: make the emulator fail on purpose, the way real networks and servers do."""
+
+from __future__ import annotations
+
+import fnmatch
+import random
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import attrs
+
+__all__ = ["Fault", "FaultAction", "FaultInjector"]
+
+FaultAction = Literal[
+    "status", "reset", "truncate", "nonjson", "wrong_content_type", "hang", "delay"
+]
+"""What a fault does to a request it matches."""
+
+_ACTIONS = frozenset(
+    ("status", "reset", "truncate", "nonjson", "wrong_content_type", "hang", "delay")
+)
+
+
+def _check_action(_instance: object, _attribute: object, value: str) -> None:
+    if value not in _ACTIONS:
+        raise ValueError(f"unknown fault action {value!r}; expected one of {sorted(_ACTIONS)}")
+
+
+def _check_probability(_instance: object, _attribute: object, value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError("probability must be between 0 and 1")
+
+
+def _check_non_negative(_instance: object, attribute: Any, value: float | None) -> None:
+    if value is not None and value < 0:
+        raise ValueError(f"{attribute.name} must not be negative")
+
+
+@attrs.frozen(kw_only=True)
+class Fault:
+    """One planned failure, matched on method and path before authentication.
+
+    ``path`` is an :func:`fnmatch.fnmatchcase` pattern on the request path (``"/app/*"``).
+    ``action`` picks the failure:
+
+    * ``"status"``: answer ``status`` with ``body`` (``None`` means ICR's NestJS error body),
+      ``headers`` and ``retry_after``;
+    * ``"reset"``: run the real handler, send the response head, then abort the connection;
+    * ``"truncate"``: run the real handler, declare its full ``Content-Length`` but send half
+      the body, then close;
+    * ``"nonjson"``: answer 200 with an HTML page, as a misconfigured proxy would;
+    * ``"wrong_content_type"``: the real handler's JSON body labelled ``text/plain``;
+    * ``"hang"``: answer nothing until the client gives up (at most 60 s, then 504);
+    * ``"delay"``: only wait ``delay`` seconds, then answer normally (a slow server).
+
+    ``delay`` seconds of real time pass before any action (for timeout tests). The fault
+    affects ``times`` matching requests (``None``: all of them) after skipping the first
+    ``after``, each with chance ``probability`` drawn from the emulator's seeded RNG.
+    """
+
+    method: str = "*"
+    path: str = "*"
+    status: int = 500
+    # Excluded from hashing (dicts are unhashable) but still compared by equality.
+    body: bytes | str | dict[str, Any] | None = attrs.field(default=None, hash=False)
+    headers: Mapping[str, str] = attrs.field(factory=dict, hash=False)
+    retry_after: str | None = None
+    delay: float = attrs.field(default=0.0, validator=_check_non_negative)
+    action: FaultAction = attrs.field(default="status", validator=_check_action)
+    times: int | None = attrs.field(default=1, validator=_check_non_negative)
+    probability: float = attrs.field(default=1.0, validator=_check_probability)
+    after: int = attrs.field(default=0, validator=_check_non_negative)
+
+    def matches(self, method: str, path: str) -> bool:
+        """Whether a request with this method and path is one this fault targets."""
+        if self.method != "*" and self.method.upper() != method:
+            return False
+        return self.path == "*" or fnmatch.fnmatchcase(path, self.path)
+
+
+@attrs.define
+class _FaultState:
+    fault: Fault
+    seen: int = 0
+    fired: int = 0
+
+
+class FaultInjector:
+    """The emulator's list of active faults; the first eligible fault wins a request."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self._states: list[_FaultState] = []
+        # Faults are keyed by identity: two equal Fault values added twice are two faults.
+        self._fired: dict[int, int] = {}
+        self._rng = random.Random(f"faults-{seed}")
+
+    def add(self, fault: Fault) -> Fault:
+        """Activate ``fault`` and return it (keep it to ask :meth:`fired` later)."""
+        self._states.append(_FaultState(fault))
+        self._fired.setdefault(id(fault), 0)
+        return fault
+
+    def remove(self, fault: Fault) -> None:
+        """Deactivate ``fault``; its fired count stays readable."""
+        self._states = [state for state in self._states if state.fault is not fault]
+
+    def clear(self) -> None:
+        """Remove every fault and forget the fired counts."""
+        self._states.clear()
+        self._fired.clear()
+
+    def fired(self, fault: Fault) -> int:
+        """How many requests ``fault`` has affected so far."""
+        return self._fired.get(id(fault), 0)
+
+    @property
+    def active(self) -> list[Fault]:
+        """The faults currently installed, in the order they are tried."""
+        return [state.fault for state in self._states]
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def select(self, method: str, path: str) -> Fault | None:
+        """Pick the fault to apply to this request, counting it; ``None`` if none applies."""
+        for state in self._states:
+            fault = state.fault
+            if not fault.matches(method, path):
+                continue
+            state.seen += 1
+            if state.seen <= fault.after:
+                continue
+            if fault.times is not None and state.fired >= fault.times:
+                continue
+            if fault.probability < 1.0 and self._rng.random() >= fault.probability:
+                continue
+            state.fired += 1
+            self._fired[id(fault)] = self._fired.get(id(fault), 0) + 1
+            return fault
+        return None

@@ -1,0 +1,130 @@
+"""Shared fixtures: every async test runs on asyncio in debug mode against the real emulator.
+
+The emulator and the client share one ``ManualClock``, and the client's ``sleep`` advances
+that clock instead of waiting, so tests about expiry, backoff and propagation lag run in
+milliseconds and never depend on the wall clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from icr_async import AsyncICRClient, ManualClock, RetryPolicy
+from icr_async.testing import EmulatorServer, ICREmulator, generate_private_key_pem
+
+START = 1_780_000_000.0  # a fixed instant, so expiry maths in tests is reproducible
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> tuple[str, dict[str, Any]]:
+    """Run anyio tests on asyncio only, with the loop's debug checks on."""
+    return ("asyncio", {"debug": True})
+
+
+@pytest.fixture(scope="session")
+def private_key_pem() -> str:
+    """One 2048-bit app key for the whole run (generating one costs ~100 ms)."""
+    return generate_private_key_pem()
+
+
+@pytest.fixture(scope="session")
+def other_private_key_pem() -> str:
+    """A second key the emulator does not know."""
+    return generate_private_key_pem()
+
+
+class FakeSleep:
+    """A ``sleep`` for the client that advances the shared clock instead of waiting."""
+
+    def __init__(self, clock: ManualClock) -> None:
+        self.clock = clock
+        self.calls: list[float] = []
+
+    async def __call__(self, delay: float) -> None:
+        self.calls.append(delay)
+        self.clock.advance(delay)
+        await asyncio.sleep(0)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """The clock shared by the emulator and the client."""
+    return ManualClock(START)
+
+
+@pytest.fixture
+def fake_sleep(clock: ManualClock) -> FakeSleep:
+    """The client's sleep: records delays and moves the clock."""
+    return FakeSleep(clock)
+
+
+@pytest.fixture
+def emulator(clock: ManualClock) -> ICREmulator:
+    """A fresh emulator on the shared clock."""
+    return ICREmulator(clock=clock, seed=7)
+
+
+@pytest.fixture
+def app_id(emulator: ICREmulator, private_key_pem: str) -> str:
+    """The app registered with the emulator, with 25 installations."""
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(private_key_pem.encode(), password=None)
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return emulator.add_app(public, installations=25)
+
+
+@pytest.fixture
+async def server(emulator: ICREmulator) -> AsyncIterator[EmulatorServer]:
+    """The emulator served on 127.0.0.1 for the duration of one test."""
+    async with emulator.serve() as srv:
+        yield srv
+
+
+@pytest.fixture
+async def make_client(
+    server: EmulatorServer,
+    app_id: str,
+    private_key_pem: str,
+    clock: ManualClock,
+    fake_sleep: FakeSleep,
+) -> AsyncIterator[Any]:
+    """Build clients pointed at the emulator; every one is closed at the end of the test."""
+    made: list[AsyncICRClient] = []
+
+    def factory(**kwargs: Any) -> AsyncICRClient:
+        kwargs.setdefault("app_id", app_id)
+        kwargs.setdefault("private_key", private_key_pem)
+        kwargs.setdefault("base_url", server.url)
+        kwargs.setdefault("clock", clock)
+        kwargs.setdefault("sleep", fake_sleep)
+        kwargs.setdefault("env", False)
+        client = AsyncICRClient(**kwargs)
+        made.append(client)
+        return client
+
+    yield factory
+    for client in made:
+        await client.aclose()
+
+
+@pytest.fixture
+async def client(make_client: Any) -> AsyncIterator[AsyncICRClient]:
+    """A client on the emulator, closed after the test."""
+    c: AsyncICRClient = make_client()
+    async with c:
+        yield c
+
+
+@pytest.fixture
+async def no_retry_client(make_client: Any) -> AsyncIterator[AsyncICRClient]:
+    """A client that never retries, for tests about single failures."""
+    c: AsyncICRClient = make_client(retry=RetryPolicy.disabled())
+    async with c:
+        yield c

@@ -1,0 +1,369 @@
+"""Retries, timeouts, back-pressure and faults, injected by the real emulator."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import ssl
+from typing import Any
+
+import aiohttp
+import pytest
+
+from icr_async import (
+    AsyncICRClient,
+    BadRequestError,
+    ManualClock,
+    NotFoundError,
+    RateLimitedError,
+    RequestTimeoutError,
+    ResponseDecodeError,
+    RetryPolicy,
+    ServerError,
+    Timeouts,
+    TransportError,
+)
+from icr_async.testing import Fault, ICREmulator
+
+pytestmark = pytest.mark.anyio
+
+LIST = "/app/installations"
+
+
+def _inst(emulator: ICREmulator, app_id: str, index: int = 0) -> tuple[str, str]:
+    raw = emulator.installations(app_id)[index]
+    return raw["id"], f"/organizations/{raw['organization']['id']}"
+
+
+@pytest.mark.parametrize("status", [502, 503, 504, 429])
+async def test_safe_requests_are_retried_on_transient_statuses(
+    client: AsyncICRClient, emulator: ICREmulator, fake_sleep: Any, status: int
+) -> None:
+    emulator.faults.add(Fault(method="GET", path=LIST, status=status, times=2))
+    page = await client.list_installations()
+    assert len(page) == 10
+    assert client.stats.retries == 2
+    assert len(fake_sleep.calls) == 2
+    assert emulator.stats.requests[("GET", "list_installations")] >= 1
+
+
+async def test_backoff_is_exponential_with_full_jitter(
+    make_client: Any, emulator: ICREmulator, fake_sleep: Any
+) -> None:
+    client: AsyncICRClient = make_client(
+        retry=RetryPolicy(attempts=5, backoff_base=0.5, backoff_cap=8.0)
+    )
+    emulator.faults.add(Fault(method="GET", path=LIST, status=503, times=4))
+    await client.list_installations()
+    ceilings = [0.5, 1.0, 2.0, 4.0]
+    assert len(fake_sleep.calls) == 4
+    assert all(0 <= d <= c for d, c in zip(fake_sleep.calls, ceilings))
+
+
+async def test_attempts_are_bounded(
+    client: AsyncICRClient, emulator: ICREmulator, fake_sleep: Any
+) -> None:
+    emulator.faults.add(Fault(method="GET", path=LIST, status=503, times=None))
+    with pytest.raises(ServerError) as info:
+        await client.list_installations()
+    assert info.value.status == 503
+    assert client.stats.retries == 2  # 3 attempts in all
+    assert len(fake_sleep.calls) == 2
+
+
+@pytest.mark.parametrize("status", [400, 403, 404, 409, 422, 500])
+async def test_other_errors_are_not_retried(
+    client: AsyncICRClient, emulator: ICREmulator, status: int
+) -> None:
+    emulator.faults.add(Fault(method="GET", path=LIST, status=status, times=None))
+    with pytest.raises(Exception) as info:
+        await client.list_installations()
+    assert getattr(info.value, "status", None) == status
+    assert client.stats.retries == 0
+
+
+async def test_retry_after_seconds_is_honoured(
+    client: AsyncICRClient, emulator: ICREmulator, fake_sleep: Any
+) -> None:
+    emulator.faults.add(Fault(method="GET", path=LIST, status=429, retry_after="7", times=1))
+    await client.list_installations()
+    assert fake_sleep.calls == [7.0]
+
+
+async def test_retry_after_http_date_is_honoured(
+    client: AsyncICRClient, emulator: ICREmulator, fake_sleep: Any, clock: ManualClock
+) -> None:
+    when = email.utils.formatdate(clock() + 12, usegmt=True)
+    emulator.faults.add(Fault(method="GET", path=LIST, status=503, retry_after=when, times=1))
+    await client.list_installations()
+    assert fake_sleep.calls == [pytest.approx(12, abs=1)]
+
+
+async def test_retry_after_beyond_the_maximum_raises_at_once(
+    client: AsyncICRClient, emulator: ICREmulator, fake_sleep: Any
+) -> None:
+    emulator.faults.add(Fault(method="GET", path=LIST, status=429, retry_after="3600", times=1))
+    with pytest.raises(RateLimitedError) as info:
+        await client.list_installations()
+    assert info.value.retry_after == 3600
+    assert fake_sleep.calls == []
+
+
+async def test_rate_limit_on_a_credit_action_is_raised_with_retry_after(
+    client: AsyncICRClient, emulator: ICREmulator, app_id: str, fake_sleep: Any
+) -> None:
+    inst, org = _inst(emulator, app_id)
+    path = org + "/inventory/requests/retire"
+    emulator.faults.add(Fault(method="POST", path=path, status=429, retry_after="2", times=1))
+    with pytest.raises(RateLimitedError) as info:
+        await client.installation(inst).request("POST", path, json={"creditId": "c", "amount": 1})
+    assert info.value.retry_after == 2
+    assert fake_sleep.calls == []
+    assert emulator.stats.duplicate_posts == 0
+
+
+async def test_post_is_retried_only_when_the_caller_asks(
+    client: AsyncICRClient, emulator: ICREmulator, app_id: str
+) -> None:
+    inst, org = _inst(emulator, app_id, 1)
+    path = org + "/inventory/requests/transfer"
+    body = {"creditId": "c-1", "amount": 5, "toOrganizationId": "o-2"}
+    emulator.faults.add(Fault(method="POST", path=path, status=503, times=1))
+    scoped = client.installation(inst)
+    with pytest.raises(ServerError):
+        await scoped.request("POST", path, json=body)
+    assert client.stats.retries == 0
+    emulator.faults.add(Fault(method="POST", path=path, status=503, times=1))
+    try:
+        await scoped.request("POST", path, json=body, retry=True)
+    except (NotFoundError, BadRequestError):
+        pass  # whatever the route answers after the retry, the retry happened
+    assert client.stats.retries == 1
+
+
+@pytest.mark.parametrize("action", ["reset", "truncate"])
+async def test_broken_connections_are_retried_for_safe_requests(
+    client: AsyncICRClient, emulator: ICREmulator, action: str
+) -> None:
+    emulator.faults.add(Fault(method="GET", path=LIST, action=action, times=1))
+    page = await client.list_installations()
+    assert len(page) == 10
+    assert client.stats.retries == 1
+
+
+@pytest.mark.parametrize("action", ["reset", "truncate"])
+async def test_broken_connections_surface_as_transport_errors(
+    no_retry_client: AsyncICRClient, emulator: ICREmulator, action: str
+) -> None:
+    emulator.faults.add(Fault(method="GET", path=LIST, action=action, times=1))
+    with pytest.raises(TransportError) as info:
+        await no_retry_client.list_installations()
+    assert info.value.method == "GET"
+    assert info.value.path == LIST
+
+
+async def test_non_json_body_is_a_decode_error(
+    no_retry_client: AsyncICRClient, emulator: ICREmulator
+) -> None:
+    emulator.faults.add(Fault(method="GET", path=LIST, action="nonjson", times=1))
+    with pytest.raises(ResponseDecodeError) as info:
+        await no_retry_client.list_installations()
+    assert info.value.status == 200
+    assert isinstance(info.value.__cause__, ValueError)
+
+
+async def test_wrong_content_type_with_json_body_still_decodes(
+    client: AsyncICRClient, emulator: ICREmulator
+) -> None:
+    emulator.faults.add(Fault(method="GET", path=LIST, action="wrong_content_type", times=1))
+    page = await client.list_installations()
+    assert len(page) == 10
+
+
+async def test_error_with_non_json_body_keeps_the_text(
+    no_retry_client: AsyncICRClient, emulator: ICREmulator
+) -> None:
+    emulator.faults.add(
+        Fault(
+            method="GET",
+            path=LIST,
+            status=502,
+            body="<html><b>Bad gateway</b> upstream</html>",
+            times=1,
+        )
+    )
+    with pytest.raises(ServerError) as info:
+        await no_retry_client.list_installations()
+    assert "Bad gateway" in info.value.server_message
+    assert info.value.body is None
+
+
+async def test_read_timeout(make_client: Any, emulator: ICREmulator) -> None:
+    client: AsyncICRClient = make_client(
+        timeouts=Timeouts(read=0.2, total=5), retry=RetryPolicy.disabled()
+    )
+    emulator.faults.add(Fault(method="GET", path=LIST, action="hang", times=1))
+    with pytest.raises(RequestTimeoutError) as info:
+        await client.list_installations()
+    assert isinstance(info.value, TimeoutError)
+    assert isinstance(info.value, TransportError)
+
+
+async def test_total_deadline_bounds_all_attempts(make_client: Any, emulator: ICREmulator) -> None:
+    # Real sleeps here: the deadline is measured on the loop's clock.
+    client: AsyncICRClient = make_client(
+        timeouts=Timeouts(read=5, total=0.6),
+        retry=RetryPolicy(attempts=10, backoff_base=0.2),
+        sleep=asyncio.sleep,
+    )
+    emulator.faults.add(Fault(method="GET", path=LIST, status=503, delay=0.15, times=None))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises((ServerError, RequestTimeoutError)):
+        await client.list_installations()
+    assert loop.time() - started < 3.0  # bounded by the 0.6 s deadline, not 10 attempts
+    assert client.stats.retries < 9
+
+
+async def test_timeouts_retried_then_succeed(make_client: Any, emulator: ICREmulator) -> None:
+    client: AsyncICRClient = make_client(timeouts=Timeouts(read=0.2, total=10))
+    emulator.faults.add(Fault(method="GET", path=LIST, action="hang", times=1))
+    page = await client.list_installations()
+    assert len(page) == 10
+    assert client.stats.retries == 1
+
+
+async def test_back_pressure_queues_a_large_fan_out(
+    make_client: Any, emulator: ICREmulator, app_id: str
+) -> None:
+    client: AsyncICRClient = make_client(
+        pool_size=4, timeouts=Timeouts(connect=2, read=10, total=60)
+    )
+    inst, org = _inst(emulator, app_id, 2)
+    scoped = client.installation(inst)
+    results = await asyncio.gather(*(scoped.request("GET", org) for _ in range(3000)))
+    assert len(results) == 3000
+    assert client.stats.retries == 0
+    assert emulator.stats.mints[inst] == 1
+
+
+async def test_hooks_receive_redacted_headers_and_every_attempt(
+    make_client: Any, emulator: ICREmulator, app_id: str
+) -> None:
+    requests: list[Any] = []
+    responses: list[Any] = []
+
+    async def on_response(event: Any) -> None:
+        responses.append(event)
+
+    client: AsyncICRClient = make_client(on_request=requests.append, on_response=on_response)
+    inst, org = _inst(emulator, app_id, 3)
+    emulator.faults.add(Fault(method="GET", path=org, status=503, times=1))
+    token = await client.installation(inst).get_token()
+    await client.installation(inst).request("GET", org)
+    gets = [r for r in requests if r.path == org]
+    assert [r.attempt for r in gets] == [1, 2]
+    assert [r.status for r in responses if r.path == org] == [503, 200]
+    for event in requests + responses:
+        assert token.token not in repr(event)
+        assert "eyJ" not in repr(event)
+
+
+async def test_aiohttp_trace_configs_pass_through(make_client: Any, emulator: ICREmulator) -> None:
+    seen: list[str] = []
+
+    async def on_request_start(
+        session: Any, ctx: Any, params: aiohttp.TraceRequestStartParams
+    ) -> None:
+        seen.append(params.url.path)
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_start.append(on_request_start)
+    client: AsyncICRClient = make_client(trace_configs=[trace])
+    await client.list_installations()
+    assert seen == [LIST]
+
+
+async def test_tls_with_custom_ca(
+    emulator: ICREmulator, app_id: str, private_key_pem: str, tmp_path: Any, clock: ManualClock
+) -> None:
+    async with emulator.serve(tls=True) as server:
+        assert server.url.startswith("https://")
+        assert server.ca_pem is not None
+        ca = tmp_path / "ca.pem"
+        ca.write_text(server.ca_pem)
+        async with AsyncICRClient(
+            app_id, private_key_pem, base_url=server.url, ca_file=ca, env=False, clock=clock
+        ) as client:
+            page = await client.list_installations()
+            assert len(page) == 10
+        # Without the CA, verification fails, and that is not retried.
+        async with AsyncICRClient(
+            app_id, private_key_pem, base_url=server.url, env=False, clock=clock
+        ) as untrusting:
+            with pytest.raises(TransportError, match="TLS") as info:
+                await untrusting.list_installations()
+            assert info.value.retryable is False
+            assert untrusting.stats.retries == 0
+        # An explicit SSL context works too.
+        context = ssl.create_default_context(cadata=server.ca_pem)
+        async with AsyncICRClient(
+            app_id, private_key_pem, base_url=server.url, ssl=context, env=False, clock=clock
+        ) as client:
+            assert (await client.get_installation(emulator.installations(app_id)[0]["id"])).id
+
+
+async def test_whole_flow_leaks_no_secret(
+    make_client: Any,
+    emulator: ICREmulator,
+    app_id: str,
+    private_key_pem: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    events: list[Any] = []
+    client: AsyncICRClient = make_client(on_request=events.append, on_response=events.append)
+    inst, org = _inst(emulator, app_id, 4)
+    scoped = client.installation(inst)
+    app_token = await client.create_app_token()
+    inst_token = await client.create_installation_token(inst)
+    cached = await scoped.get_token()
+    await scoped.request("GET", org)
+    jwt = client._jwt.get()
+    errors: list[BaseException] = []
+    emulator.revoke_tokens(inst)
+    await scoped.request("GET", org)  # recovered 401
+    emulator.faults.add(Fault(method="GET", path=org, status=403, times=1))
+    for call in (
+        scoped.request("GET", org),
+        client.revoke_token(app_token),
+        client.revoke_token(app_token),
+        client.get_installation("nope"),
+    ):
+        try:
+            await call
+        except Exception as exc:
+            errors.append(exc)
+    assert len(errors) >= 2
+    secrets = [
+        app_token.token,
+        inst_token.token,
+        cached.token,
+        jwt,
+        *private_key_pem.strip().splitlines()[1:-1],
+    ]
+    texts = [r.getMessage() for r in caplog.records]
+    texts += [repr(e) for e in events] + [str(e) for e in errors] + [repr(e) for e in errors]
+    texts += [
+        repr(client),
+        repr(scoped),
+        repr(app_token),
+        repr(inst_token),
+        repr(cached),
+        str(cached),
+        repr(client.stats),
+    ]
+    blob = "\n".join(texts)
+    for secret in secrets:
+        assert secret not in blob
