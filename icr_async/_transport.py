@@ -63,7 +63,7 @@ class Transport:
         self._semaphore: asyncio.Semaphore | None = None
         self._pid = os.getpid()
         self._closed = False
-        self._default_timeout = self._client_timeout(None)
+        self._default_timeout = self._client_timeout(timeouts.total)
 
     @property
     def closed(self) -> bool:

@@ -434,7 +434,7 @@ class AsyncICRClient:
         total = self.config.timeouts.total
         loop = asyncio.get_running_loop()
         deadline = None if total is None else loop.time() + total
-        state = _AttemptState()
+        state: _AttemptState | None = None
         attempt = 0
         failures = 0
         hooks = self._on_request is not None or self._on_response is not None
@@ -443,8 +443,10 @@ class AsyncICRClient:
             credential = await auth.credential()
             headers = dict(headers_base)
             headers["Authorization"] = "Bearer " + credential
+            # The first attempt runs under the session's default timeout (no per-request
+            # timer object); later ones get what is left of the call's deadline.
             remaining = None
-            if deadline is not None:
+            if deadline is not None and attempt > 1:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     raise RequestTimeoutError(
@@ -474,9 +476,7 @@ class AsyncICRClient:
                     headers=headers,
                     params=query,
                     data=data,
-                    total_timeout=None
-                    if remaining is None or remaining >= (total or 0)
-                    else remaining,
+                    total_timeout=remaining,
                 )
             except TransportError as exc:
                 if hooks and self._on_response is not None:
@@ -522,8 +522,11 @@ class AsyncICRClient:
             status = resp.status
             if status < 400:
                 return resp
-            if status == 401 and await auth.unauthorized(credential, resp, state):
-                continue
+            if status == 401:
+                if state is None:
+                    state = _AttemptState()
+                if await auth.unauthorized(credential, resp, state):
+                    continue
             error = error_from_response(
                 status, resp.headers, resp.body, method=method, path=path, now=self._clock()
             )

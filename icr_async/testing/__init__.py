@@ -22,6 +22,9 @@ from ._emulator import EmulatorApp, EmulatorServer, ICREmulator
 from ._faults import Fault, FaultInjector
 from ._stats import EmulatorStats
 
+# Imported for their side effect: they add routes to every emulator made from now on.
+from . import _admin  # noqa: F401  # isort: skip
+
 __all__ = [
     "EmulatorApp",
     "EmulatorServer",

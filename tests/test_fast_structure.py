@@ -1,0 +1,131 @@
+"""The compiled fast path of the converter must agree with cattrs, the reference, always."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from icr_async._converters import _fast_fn, converter, structure
+from icr_async.errors import ResponseDecodeError
+from icr_async.models import (
+    AccessToken,
+    AppAccessToken,
+    CreatedOrganization,
+    Installation,
+    InstallationAccessToken,
+    Organization,
+    Pagination,
+)
+from icr_async.testing import ICREmulator
+
+MODELS = [
+    AccessToken,
+    AppAccessToken,
+    InstallationAccessToken,
+    Installation,
+    Organization,
+    Pagination,
+    CreatedOrganization,
+]
+
+
+@pytest.fixture(scope="module")
+def installation_json() -> dict[str, Any]:
+    emulator = ICREmulator(seed=3)
+    app = emulator.create_app(installations=1)
+    return emulator.installations(app.app_id)[0]
+
+
+@pytest.mark.parametrize("cls", MODELS)
+def test_every_core_model_has_a_fast_path(cls: type[Any]) -> None:
+    assert _fast_fn(cls) is not None
+
+
+def test_fast_path_equals_cattrs_on_emulator_data(installation_json: dict[str, Any]) -> None:
+    fast = _fast_fn(Installation)
+    assert fast is not None
+    assert fast(installation_json) == converter.structure(installation_json, Installation)
+
+
+def test_unknown_keys_are_kept_by_the_fast_path(installation_json: dict[str, Any]) -> None:
+    data = copy.deepcopy(installation_json)
+    data["brandNew"] = {"x": 1}
+    data["organization"]["alsoNew"] = [1]
+    inst = structure(data, Installation)
+    assert inst.extra == {"brandNew": {"x": 1}}
+    assert inst.organization is not None
+    assert inst.organization.extra == {"alsoNew": [1]}
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"id": 67890}, "67890"),  # a number where a string is declared: cattrs converts it
+        ({"appId": 5}, "5"),
+    ],
+)
+def test_unusual_shapes_fall_back_to_cattrs(
+    installation_json: dict[str, Any], change: dict[str, Any], expected: str
+) -> None:
+    data = {**installation_json, **change}
+    inst = structure(data, Installation)
+    key = next(iter(change))
+    assert getattr(inst, "id" if key == "id" else "app_id") == expected
+
+
+def test_missing_required_field_is_explained_by_cattrs(installation_json: dict[str, Any]) -> None:
+    data = copy.deepcopy(installation_json)
+    del data["organization"]["id"]
+    with pytest.raises(ResponseDecodeError) as info:
+        structure(data, Installation)
+    assert info.value.field == "organization.id"
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=5)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    overrides=st.dictionaries(
+        st.sampled_from(
+            [
+                "id",
+                "createdAt",
+                "updatedAt",
+                "permissions",
+                "appId",
+                "appNameId",
+                "organization",
+                "accessTokensUrl",
+            ]
+        ),
+        json_values,
+        max_size=4,
+    )
+)
+def test_fast_path_never_disagrees_with_cattrs(overrides: dict[str, Any]) -> None:
+    data = {
+        "id": "i-1",
+        "createdAt": "2024-01-01T00:00:00Z",
+        "organization": {"id": "o-1"},
+        **overrides,
+    }
+    try:
+        reference: Any = converter.structure(data, Installation)
+    except Exception:
+        reference = None
+    try:
+        got: Any = structure(data, Installation)
+    except ResponseDecodeError:
+        got = None
+    assert got == reference
