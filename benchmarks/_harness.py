@@ -129,7 +129,7 @@ class Series:
 
 def ratio_stats(num: list[float], den: list[float]) -> dict[str, float]:
     """Median and min-max of the paired per-round ratios num[i] / den[i]."""
-    ratios = [a / b for a, b in zip(num, den) if b > 0]
+    ratios = [a / b for a, b in zip(num, den, strict=True) if b > 0]
     if not ratios:
         return {"median": float("nan"), "min": float("nan"), "max": float("nan")}
     return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}

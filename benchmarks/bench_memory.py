@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import itertools
 import secrets
 import tracemalloc
 import uuid
@@ -54,7 +55,7 @@ def jwt_rate(hours: float = 1.0, step: float = 5.0) -> dict[str, Any]:
         if signer.signatures != before:
             signed_at.append(clock())
         clock.advance(step)
-    gaps = [b - a for a, b in zip(signed_at, signed_at[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(signed_at)]
     return {
         "requests": requests,
         "signatures": signer.signatures,

@@ -9,10 +9,18 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from typing import Protocol
 
-Clock = Callable[[], float]
-"""A callable returning the current POSIX time in seconds."""
+class Clock(Protocol):
+    """Any zero-argument callable returning the current POSIX time in seconds.
+
+    ``time.time`` is one; so is ``ManualClock``. A protocol rather than a ``Callable`` alias so
+    that it is a real, documented object on every supported Python.
+    """
+
+    def __call__(self) -> float:
+        """The current time, POSIX seconds."""
+        ...
 
 system_clock: Clock = time.time
 """The real wall clock."""

@@ -157,7 +157,7 @@ def make_converter(*, detailed: bool = False) -> cattrs.Converter:
         (int, _structure_int),
         (datetime.datetime, structure_datetime),
     ):
-        conv.register_structure_hook(scalar | None, _optional(hook))  # type: ignore[operator]
+        conv.register_structure_hook(scalar | None, _optional(hook))
 
     def structure_factory(cls: type[Any]) -> Callable[[Any, Any], Any]:
         fields = attrs.fields(cls)
@@ -307,7 +307,7 @@ def _fast_fn(cls: type[Any]) -> Callable[[Any], Any] | None:
                 f"        {var} = _f{i}()",
             ]
             optional = False
-            body.append(f"    else:")
+            body.append("    else:")
             indent = "        "
         else:
             ns[f"_d{i}"] = field.default
@@ -342,11 +342,23 @@ def _fast_fn(cls: type[Any]) -> Callable[[Any], Any] | None:
                 f"{indent}{var} = _Permissions({var})",
             ]
         elif getattr(typ, "__origin__", None) is tuple:
-            check = [
-                f"{indent}if type({var}) is not list:",
-                f"{indent}    raise _Slow",
-                f"{indent}{var} = tuple({var})",
-            ]
+            item_type = typ.__args__[0] if len(typ.__args__) == 2 and typ.__args__[1] is Ellipsis else None
+            if item_type is Any:
+                check = [
+                    f"{indent}if type({var}) is not list:",
+                    f"{indent}    raise _Slow",
+                    f"{indent}{var} = tuple({var})",
+                ]
+            elif item_type is not None and attrs.has(item_type) and _fast_fn(item_type) is not None:
+                # tuple[Credit, ...]: every item through the item model's own fast path.
+                ns[f"_n{i}"] = _fast_fn(item_type)
+                check = [
+                    f"{indent}if type({var}) is not list:",
+                    f"{indent}    raise _Slow",
+                    f"{indent}{var} = tuple([_n{i}(x) for x in {var}])",
+                ]
+            else:
+                return None  # anything else is left to cattrs
         elif attrs.has(typ):
             inner = _fast_fn(typ)
             if inner is None:

@@ -66,8 +66,14 @@ async def run_demo(
                 f"-> {minted} mints (single flight)"
             )
 
+            # Ids first: an `await` inside the generator below would make it an async
+            # generator, which gather() cannot unpack.
+            org_ids = await asyncio.gather(*(s.organization_id() for s in scoped))
             orgs = await asyncio.gather(
-                *(s.request("GET", f"/organizations/{await s.organization_id()}") for s in scoped)
+                *(
+                    s.request("GET", f"/organizations/{oid}")
+                    for s, oid in zip(scoped, org_ids, strict=True)
+                )
             )
             say(
                 f"organizations        fetched {len(orgs)} with installation tokens: {', '.join(o['fullName'] for o in orgs[:3])}, ..."

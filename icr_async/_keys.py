@@ -46,11 +46,17 @@ class PrivateKey:
                 "Generate a new key pair on the app dashboard"
             )
         self.bits: int = key.key_size
-        der = key.public_key().public_bytes(
+        public_der = key.public_key().public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
-        self._fingerprint = base64.b64encode(hashlib.sha256(der).digest()).decode("ascii")
-        self._jwk = RSAKey.import_key(key)
+        self._fingerprint = base64.b64encode(hashlib.sha256(public_der).digest()).decode("ascii")
+        # joserfc < 1.1 only imports serialized keys, so hand it PKCS#8 DER (never stored).
+        der = key.private_bytes(
+            serialization.Encoding.DER,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        self._jwk = RSAKey.import_key(der)
 
     @classmethod
     def from_pem(cls, pem: str | bytes, *, password: str | bytes | None = None) -> PrivateKey:

@@ -17,6 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import os
+import time
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -33,6 +36,8 @@ logger = logging.getLogger("icr_async")
 # A token with less life than this is never handed out, even by a soft refresh: the request
 # it goes on would most likely reach the server after it expired.
 STALE_FLOOR = 15.0
+# At most one warning per this many seconds about a failing shared cache.
+SHARED_WARNING_INTERVAL = 60.0
 
 
 @runtime_checkable
@@ -58,7 +63,12 @@ class TokenCache(Protocol):
         ...
 
     def lease(self, key: str, *, ttl: float) -> AbstractAsyncContextManager[None]:
-        """Hold the right to mint for ``key`` for at most ``ttl`` seconds."""
+        """Hold the right to mint for ``key`` for at most ``ttl`` seconds.
+
+        An implementation may also return *without* the lease once another holder has
+        stored a new token for ``key`` meanwhile: the caller re-checks the cache inside the
+        block and mints only if it finds nothing fresh.
+        """
         ...
 
 
@@ -220,6 +230,9 @@ class TokenManager:
         self.shared = shared
         self.stats = stats
         self._flights: dict[str, asyncio.Task[Token]] = {}
+        self._pid = os.getpid()
+        self._last_shared_warning = -math.inf
+        self._shared_warnings_folded = 0
 
     def peek_fresh(self, key: str) -> Token | None:
         """The cached token if it has more than the refresh margin left: the no-await path."""
@@ -271,6 +284,11 @@ class TokenManager:
         )
 
     async def _join_flight(self, key: str, installation_id: str | None, *, force: bool) -> Token:
+        if self._pid != os.getpid():
+            # Forked child: flights in progress at fork time belong to the parent's loop.
+            self._flights = {}
+            self.memory._locks = {}
+            self._pid = os.getpid()
         flight = self._flights.get(key)
         if flight is None:
             flight = asyncio.get_running_loop().create_task(
@@ -353,7 +371,20 @@ class TokenManager:
 
     def _shared_failed(self, exc: BaseException) -> None:
         self.stats.shared_cache_errors += 1
-        logger.warning("shared token cache unavailable (%s); minting locally", type(exc).__name__)
+        # An outage fails every lookup of every installation: warn once per interval, not
+        # once per lookup, and say how many were folded into the next warning.
+        now = time.monotonic()
+        if now - self._last_shared_warning >= SHARED_WARNING_INTERVAL:
+            folded, self._shared_warnings_folded = self._shared_warnings_folded, 0
+            self._last_shared_warning = now
+            logger.warning(
+                "shared token cache unavailable (%s); tokens are minted and kept locally%s",
+                type(exc).__name__,
+                f" ({folded} more failures since the last warning)" if folded else "",
+            )
+        else:
+            self._shared_warnings_folded += 1
+            logger.debug("shared token cache unavailable (%s)", type(exc).__name__)
 
     async def invalidate(self, key: str, token: str | None = None) -> None:
         """Drop a token the server refused, locally and in the shared cache."""
@@ -362,10 +393,7 @@ class TokenManager:
             try:
                 await self.shared.delete(key, token=token)
             except Exception as exc:
-                self.stats.shared_cache_errors += 1
-                logger.warning(
-                    "could not drop a token from the shared cache (%s)", type(exc).__name__
-                )
+                self._shared_failed(exc)
 
 
 def _who(installation_id: str | None) -> str:

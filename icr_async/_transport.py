@@ -29,6 +29,8 @@ from .errors import (
 
 __all__ = ["RawResponse", "Transport"]
 
+_ABANDONED_AFTER_FORK: list[aiohttp.ClientSession] = []
+
 
 @attrs.frozen(slots=True)
 class RawResponse:
@@ -56,7 +58,8 @@ class Transport:
         self._pool_size_per_host = pool_size_per_host
         self._in_flight = in_flight
         self._timeouts = timeouts
-        self._ssl = True if ssl is None else ssl
+        # None: aiohttp's default verification (older aiohttp read ssl=True differently).
+        self._ssl = ssl
         self._trace_configs = list(trace_configs)
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -83,7 +86,11 @@ class Transport:
             raise ClientClosedError("the client is closed; create a new one")
         loop = asyncio.get_running_loop()
         if self._pid != os.getpid():
-            # Forked child: the inherited session's sockets belong to the parent.
+            # Forked child: the inherited session's sockets belong to the parent. Keep the
+            # object referenced forever: if it were garbage-collected here, its finaliser
+            # would close the parent's connections and warn about an unclosed session.
+            if self._session is not None:
+                _ABANDONED_AFTER_FORK.append(self._session)
             self._session = None
             self._loop = None
             self._pid = os.getpid()
@@ -101,11 +108,14 @@ class Transport:
                     )
             else:
                 return session
+        connector_options: dict[str, Any] = {}
+        if self._ssl is not None:
+            connector_options["ssl"] = self._ssl
         connector = aiohttp.TCPConnector(
             limit=self._pool_size,
             limit_per_host=self._pool_size_per_host,
-            ssl=self._ssl,
             enable_cleanup_closed=False,
+            **connector_options,
         )
         session = aiohttp.ClientSession(
             connector=connector,
@@ -183,6 +193,14 @@ class Transport:
             raise TransportError(
                 f"network error: {exc.strerror or exc}", method=method, path=path
             ) from exc
+        except (RuntimeError, AttributeError) as exc:
+            # Closing the session under an in-flight request surfaces from aiohttp as
+            # "Session is closed" or, in older releases, a connector that is already None.
+            if self._closed:
+                raise ClientClosedError(
+                    f"the client was closed while {method} {path} was in flight"
+                ) from exc
+            raise
 
     async def aclose(self) -> None:
         """Close the session and its connections. Safe to call more than once."""

@@ -35,6 +35,7 @@ from ._converters import structure
 from ._hooks import RequestEvent, RequestHook, ResponseEvent, ResponseHook, call_hook
 from ._jwt import AppJWT, ClockSync
 from ._keys import KeySource, PrivateKey, load_private_key
+from ._organizations import OrganizationEndpoints, ProjectEndpoints
 from ._redact import mask_token, redact_headers
 from ._retry import RetryPolicy, parse_retry_after
 from ._sansio import (
@@ -960,7 +961,7 @@ class _TokenScopedClient:
         )
 
 
-class InstallationClient(_TokenScopedClient):
+class InstallationClient(OrganizationEndpoints, _TokenScopedClient):
     """Acts as one installation: every request carries its installation token.
 
     Derived with ``AsyncICRClient.installation(id)``; shares the parent's connection pool and
@@ -990,7 +991,7 @@ class InstallationClient(_TokenScopedClient):
         return f"<InstallationClient installation_id={self.installation_id!r} app_id={self._parent.app_id!r}>"
 
 
-class AppTokenClient(_TokenScopedClient):
+class AppTokenClient(ProjectEndpoints, _TokenScopedClient):
     """Uses the app access token (cached like installation tokens) for app-level and
     semi-public endpoints such as ``/projects``."""
 

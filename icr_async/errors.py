@@ -5,12 +5,16 @@ ICRError
 ├── ConfigurationError          bad settings or credentials, raised at construction
 ├── InvalidArgumentError        a bad argument to a call (also a ValueError), before any I/O
 ├── ClientClosedError           the client was closed
+├── BlockingCallError          a blocking-client call made on its own event-loop thread
 ├── TransportError              the request never got an HTTP answer (DNS, refused, reset, TLS)
 │   └── RequestTimeoutError     connect, read or total deadline passed (also a TimeoutError)
 ├── ResponseDecodeError         an answer that is not the JSON the endpoint promises
 ├── PaginationError             a server that repeats pages or never ends
 ├── TokenError                  an installation or app token could not be had
 ├── DuplicateActionError        a credit action sent twice under the same idempotency key
+├── WebhookError                a webhook delivery that cannot be trusted (icr_async.webhooks)
+│   ├── WebhookSignatureError   missing or wrong x-icr-signature-256
+│   └── WebhookPayloadError     a body that is not the promised JSON
 └── APIError                    the server answered 4xx/5xx
     ├── BadRequestError         400
     │   └── UnsupportedAPIVersionError   400 for an x-icr-api-version the server does not know
@@ -40,6 +44,7 @@ __all__ = [
     "APIError",
     "AuthenticationError",
     "BadRequestError",
+    "BlockingCallError",
     "ClientClosedError",
     "ConfigurationError",
     "ConflictError",
@@ -79,6 +84,12 @@ class InvalidArgumentError(ICRError, ValueError):
 
 class ClientClosedError(ICRError, RuntimeError):
     """A call on a client that has been closed."""
+
+
+class BlockingCallError(ICRError, RuntimeError):
+    """A blocking call made on the blocking client's own event-loop thread (for example from a
+    request hook or a custom ``sleep``): it would wait for itself forever. Use the async
+    client there."""
 
 
 class TransportError(ICRError):

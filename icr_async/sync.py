@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar,
 import anyio.from_thread
 
 from .client import AppTokenClient, AsyncICRClient, InstallationClient, _TokenScopedClient
-from .errors import ClientClosedError, ICRError
+from .errors import BlockingCallError, ClientClosedError
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -69,7 +69,7 @@ if TYPE_CHECKING:
     from ._config import ClientConfig
     from ._tokens import ClientStats
 
-__all__ = ["BlockingCallError", "ICRClient", "SyncAppTokenClient", "SyncInstallationClient"]
+__all__ = ["ICRClient", "SyncAppTokenClient", "SyncInstallationClient"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -83,13 +83,9 @@ _getpid = os.getpid
 # How long Ctrl-C waits for the cancelled coroutine to unwind (close its connection) before
 # raising KeyboardInterrupt anyway: long enough for aiohttp, short enough to feel immediate.
 CANCEL_GRACE = 2.0
+# How often a waiting caller checks that the loop is still alive.
+LIVENESS_POLL = 1.0
 LOOP_THREAD_NAME = "icr-async-loop"
-
-
-class BlockingCallError(ICRError, RuntimeError):
-    """A blocking call made on the blocking client's own event-loop thread (for example from a
-    request hook or a custom ``sleep``): it would wait for itself forever. Use the async
-    client there."""
 
 
 # -- the shared loop ---------------------------------------------------------------------
@@ -101,7 +97,9 @@ class _SharedLoop:
     __slots__ = ("leases", "lock", "loop", "portal_cm", "thread_id")
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
+        # Re-entrant: a client collected (and so released) while this thread starts the loop
+        # must not deadlock on it.
+        self.lock = threading.RLock()
         self.leases = 0
         self.portal_cm: AbstractContextManager[BlockingPortal] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -111,9 +109,8 @@ class _SharedLoop:
         """Take a lease, starting the loop if nobody holds one."""
         with self.lock:
             if self.portal_cm is None:
-                portal_cm = anyio.from_thread.start_blocking_portal(
-                    "asyncio", name=LOOP_THREAD_NAME
-                )
+                # No name= here: anyio only accepts it from 4.9 on; the thread names itself.
+                portal_cm = anyio.from_thread.start_blocking_portal("asyncio")
                 portal = portal_cm.__enter__()
                 self.loop, self.thread_id = portal.call(_loop_and_thread)
                 self.portal_cm = portal_cm
@@ -153,11 +150,14 @@ class _SharedLoop:
 
 
 def _loop_and_thread() -> tuple[asyncio.AbstractEventLoop, int]:
+    threading.current_thread().name = LOOP_THREAD_NAME  # so it is recognisable in dumps
     return asyncio.get_running_loop(), get_ident()
 
 
 _shared = _SharedLoop()
 _handles: weakref.WeakSet[_Handle] = weakref.WeakSet()
+_inherited: list[object] = []
+_closing: set[asyncio.Task[None]] = set()
 
 
 def _after_fork_in_child() -> None:
@@ -165,6 +165,9 @@ def _after_fork_in_child() -> None:
     # the parent's threads at the moment of the fork: start from clean state. Each client
     # notices the new pid on its next call and attaches to a new loop.
     global _shared
+    # Kept alive for good: collecting the parent's portal would run its shutdown code, which
+    # waits forever for a loop thread that does not exist in this process.
+    _inherited.append(_shared)
     _shared = _SharedLoop()
     for handle in list(_handles):
         handle.lock = threading.Lock()
@@ -223,19 +226,26 @@ class _Call:
 def _wait(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, R]) -> R:
     """Run ``coro`` on ``loop`` (another thread's) and block until it ends."""
     call = _Call(coro)
+    done = call.done
     try:
         loop.call_soon_threadsafe(call.start)
     except RuntimeError:  # the loop stopped: the client was closed under our feet
         coro.close()
         raise ClientClosedError("the client is closed; create a new one") from None
     try:
-        call.done.acquire()
-    except KeyboardInterrupt:
-        # Ctrl-C: cancel the coroutine where it runs, give it a moment to unwind (close its
-        # connection, release its token lease), then let the interrupt go on.
+        # A timed wait, so that a loop stopped before it ran our call (another thread closed
+        # the last client at that moment) cannot leave us waiting forever. It costs nothing
+        # measurable: the timeout only matters for calls that take longer than it.
+        while not done.acquire(timeout=LIVENESS_POLL):
+            if loop.is_closed():
+                _abandon(call)
+                raise ClientClosedError("the client was closed while this call was waiting")
+    except BaseException:
+        # Ctrl-C (or any exception a signal handler raised): cancel the coroutine where it
+        # runs, give it a moment to unwind (close its connection), then let the error go on.
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(call.cancel)
-            call.done.acquire(timeout=CANCEL_GRACE)
+            done.acquire(timeout=CANCEL_GRACE)
         raise
     error = call.error
     if error is None:
@@ -250,6 +260,13 @@ def _wait(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, R]) -> R:
         raise error
     finally:
         del error
+
+
+def _abandon(call: _Call) -> None:
+    # The loop is closed, so nothing else can touch ``call`` any more.
+    coro, call.coro = call.coro, None
+    if coro is not None:
+        coro.close()
 
 
 # -- the per-client handle ----------------------------------------------------------------
@@ -347,7 +364,9 @@ def _close_later(
             shared.release()
 
     def start() -> None:
-        loop.create_task(close_then_release())
+        task = loop.create_task(close_then_release())
+        _closing.add(task)  # the loop keeps only a weak reference to its tasks
+        task.add_done_callback(_closing.discard)
 
     try:
         loop.call_soon_threadsafe(start)
@@ -587,6 +606,32 @@ class SyncInstallationClient(_SyncTokenScopedClient):
 
     organization_id = _blocking(InstallationClient.organization_id)
 
+    # -- the organization, its inventory and credit requests ----------------------------
+    get_organization = _blocking(InstallationClient.get_organization)
+    list_addresses = _blocking(InstallationClient.list_addresses)
+    list_retirements = _blocking(InstallationClient.list_retirements)
+    get_retirement_pdf = _blocking(InstallationClient.get_retirement_pdf)
+    get_inventory = _blocking(InstallationClient.get_inventory)
+    list_credit_requests = _blocking(InstallationClient.list_credit_requests)
+    iter_credit_requests = _iterating(InstallationClient.iter_credit_requests)
+    get_credit_request = _blocking(InstallationClient.get_credit_request)
+
+    # -- credit actions (never retried automatically) -----------------------------------
+    create_credit_action = _blocking(InstallationClient.create_credit_action)
+    transfer_credits = _blocking(InstallationClient.transfer_credits)
+    retire_credits = _blocking(InstallationClient.retire_credits)
+    transfer_and_retire_credits = _blocking(InstallationClient.transfer_and_retire_credits)
+    cancel_credits = _blocking(InstallationClient.cancel_credits)
+    forget_action = _blocking(InstallationClient.forget_action)
+
+    # -- the warehouse and its reservations ---------------------------------------------
+    get_warehouse_inventory = _blocking(InstallationClient.get_warehouse_inventory)
+    list_reservations = _blocking(InstallationClient.list_reservations)
+    iter_reservations = _iterating(InstallationClient.iter_reservations)
+    create_reservation = _blocking(InstallationClient.create_reservation)
+    finish_reservation = _blocking(InstallationClient.finish_reservation)
+    cancel_reservation = _blocking(InstallationClient.cancel_reservation)
+
     def __repr__(self) -> str:
         return (
             f"<SyncInstallationClient installation_id={self.installation_id!r} "
@@ -606,6 +651,9 @@ class SyncAppTokenClient(_SyncTokenScopedClient):
 
     def __init__(self, parent: ICRClient, core: AppTokenClient) -> None:
         super().__init__(parent, core)
+
+    list_projects = _blocking(AppTokenClient.list_projects)
+    iter_projects = _iterating(AppTokenClient.iter_projects)
 
     def __repr__(self) -> str:
         return f"<SyncAppTokenClient app_id={self._parent.app_id!r}>"

@@ -61,6 +61,8 @@ import attrs
 import cattrs
 from cattrs.gen import make_dict_structure_fn, override
 
+from .errors import ICRError
+
 if TYPE_CHECKING:
     from aiohttp import web
 
@@ -97,7 +99,7 @@ _B64_URLSAFE_TO_STD: Final = str.maketrans("-_", "+/")
 # --------------------------------------------------------------------------- errors
 
 
-class WebhookError(Exception):
+class WebhookError(ICRError):
     """Root of every webhook error; ``message`` is safe to log and to send back."""
 
     def __init__(self, message: str) -> None:

@@ -143,7 +143,8 @@ async def test_list_installations_page(
     assert [i.id for i in page] == [i["id"] for i in emulator.installations(app_id)[:10]]
     last = await client.list_installations(limit=10, page=2)
     assert len(last) == 5
-    assert last.pagination is not None and last.pagination.next_page is None
+    assert last.pagination is not None
+    assert last.pagination.next_page is None
     first = page.items[0]
     assert first.organization is not None
     assert first.organization.full_name
@@ -193,9 +194,13 @@ async def test_iterate_stops_on_a_server_that_repeats_pages(
 ) -> None:
     emulator.repeat_pages = True
     seen: list[str] = []
-    with pytest.raises(PaginationError, match="same page"):
+
+    async def consume() -> None:
         async for inst in client.iter_installations(page_size=10):
             seen.append(inst.id)
+
+    with pytest.raises(PaginationError, match="same page"):
+        await consume()
     assert len(seen) == 10  # the first page, then the repeat is caught
     assert emulator.stats.requests[("GET", "list_installations")] == 2
 

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from joserfc import jwt
 from joserfc.errors import BadSignatureError
@@ -31,9 +32,16 @@ def private_key(rsa_key: rsa.RSAPrivateKey) -> PrivateKey:
     return PrivateKey(rsa_key)
 
 
+def _public_pem(key: rsa.RSAPrivateKey) -> bytes:
+    # PEM rather than the key object: joserfc before 1.1 imports serialized keys only.
+    return key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
 @pytest.fixture(scope="module")
 def public_jwk(rsa_key: rsa.RSAPrivateKey) -> RSAKey:
-    key: RSAKey = RSAKey.import_key(rsa_key.public_key())
+    key: RSAKey = RSAKey.import_key(_public_pem(rsa_key))
     return key
 
 
@@ -70,7 +78,7 @@ def test_claims_and_signature(app_jwt: AppJWT, public_jwk: RSAKey) -> None:
 
 def test_signature_does_not_verify_with_another_key(app_jwt: AppJWT) -> None:
     other = RSAKey.import_key(
-        rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+        _public_pem(rsa.generate_private_key(public_exponent=65537, key_size=2048))
     )
     with pytest.raises(BadSignatureError):
         jwt.decode(app_jwt.get(), other, algorithms=["RS256"])

@@ -226,7 +226,7 @@ async def test_propagation_lag_gets_a_short_bounded_retry(
 async def test_revoke_drops_the_token(
     client: AsyncICRClient, emulator: ICREmulator, app_id: str
 ) -> None:
-    inst, path = _org_path(emulator, app_id, 8)
+    inst, _ = _org_path(emulator, app_id, 8)
     scoped = client.installation(inst)
     assert await scoped.revoke() is False  # nothing cached yet
     token = await scoped.get_token()

@@ -24,6 +24,7 @@ from ._stats import EmulatorStats
 
 # Imported for their side effect: they add routes to every emulator made from now on.
 from . import _admin  # noqa: F401  # isort: skip
+from . import _ledger, _webhook_delivery  # noqa: F401  # isort: skip
 
 __all__ = [
     "EmulatorApp",

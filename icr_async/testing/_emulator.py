@@ -345,6 +345,14 @@ class ICREmulator:
         self._projects: list[bytes] = [_dumps(p) for p in self._data.projects()]
         self._date_second: int | None = None
         self._date_text = ""
+        # Imported here: both modules import this one (and register their routes on import).
+        from ._ledger import Ledger
+        from ._webhook_delivery import WebhookSender
+
+        self.ledger: Ledger = Ledger(self)
+        """Organizations' credits, credit requests and reservations (see ``_ledger.py``)."""
+        self.webhooks: WebhookSender = WebhookSender(self)
+        """Signed webhook delivery to a loopback URL, off until ``webhooks.configure()``."""
 
     # ----------------------------------------------------------------------------- time
 
@@ -467,6 +475,7 @@ class ICREmulator:
     def _store_installation(self, record: _InstallationRecord) -> None:
         self._installations[record.id] = record
         self._apps[record.app_id].installation_ids.append(record.id)
+        self.webhooks.notify_installation("installed", record)
 
     def remove_installation(self, installation_id: str) -> None:
         """Uninstall: the installation disappears from list/get and its tokens stop working."""
@@ -475,6 +484,7 @@ class ICREmulator:
             raise KeyError(f"unknown installation {installation_id!r}")
         self._apps[record.app_id].installation_ids.remove(installation_id)
         self.revoke_tokens(installation_id)
+        self.webhooks.notify_installation("uninstalled", record)
 
     def installations(self, app_id: str) -> list[dict[str, Any]]:
         """The app's installations as ``GET /app/installations`` would list them."""

@@ -17,14 +17,19 @@ from collections.abc import Sequence
 
 from ._emulator import ICREmulator
 
-__all__ = ["main"]
+__all__ = ["add_arguments", "main", "run"]
+
+DESCRIPTION = "Run the ICR Apps API emulator on loopback, with one app."
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m icr_async.testing",
-        description="Run the ICR Apps API emulator on loopback, with one app.",
-    )
+    parser = argparse.ArgumentParser(prog="python -m icr_async.testing", description=DESCRIPTION)
+    add_arguments(parser)
+    return parser
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the emulator's options to ``parser`` (shared with ``icr-async emulator``)."""
     parser.add_argument(
         "--host", default="127.0.0.1", help="loopback address (default %(default)s)"
     )
@@ -40,7 +45,6 @@ def _parser() -> argparse.ArgumentParser:
         "--token-ttl", type=float, default=7200.0, help="installation token lifetime, seconds"
     )
     parser.add_argument("--ready-file", help="write the base URL here once listening")
-    return parser
 
 
 def _write_private(path: str, text: str) -> None:
@@ -100,7 +104,11 @@ async def _run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the emulator until SIGINT/SIGTERM; return the process exit status."""
-    args = _parser().parse_args(argv)
+    return run(_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the emulator with options parsed by a parser given :func:`add_arguments`."""
     # Absolute, so the printed export line works from any directory.
     args.key_out = os.path.abspath(args.key_out)
     try:

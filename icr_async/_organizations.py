@@ -1,0 +1,532 @@
+"""Typed endpoints of the installation-scoped and app-token clients.
+
+``OrganizationEndpoints`` (mixed into ``InstallationClient``) covers what an installation
+token unlocks: the organization, its inventory and credit requests, and the warehouse with
+its reservations. ``ProjectEndpoints`` (mixed into ``AppTokenClient``) lists public projects.
+
+Nothing here speaks HTTP: every method builds a path (ids through ``path_param``) and a body,
+then calls the ``_TokenScopedClient`` helpers, so tokens, retries, deadlines and errors work
+exactly as for every other call. Methods that move credits are POSTs and are never retried
+automatically; an optional ``idempotency_key`` adds an in-process guard against sending the
+same action twice (see :meth:`OrganizationEndpoints.create_credit_action`).
+"""
+
+from __future__ import annotations
+
+import decimal
+import hashlib
+import json
+import math
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+from ._converters import structure, unstructure
+from ._sansio import check_page_args, path_param, read_pagination
+from .errors import DuplicateActionError, InvalidArgumentError, ResponseDecodeError
+from .models import (
+    Address,
+    CreditAction,
+    CreditRequest,
+    Inventory,
+    Organization,
+    Page,
+    Project,
+    Reservation,
+    ReservationAction,
+    Retirement,
+    RetirementData,
+    WarehouseInventory,
+)
+
+if TYPE_CHECKING:
+    from .client import AsyncICRClient, _TokenScopedClient
+
+    _Base = _TokenScopedClient
+else:
+    _Base = object
+
+__all__ = ["ActionRegistry", "OrganizationEndpoints", "ProjectEndpoints"]
+
+M = TypeVar("M")
+
+MAX_REMEMBERED_ACTIONS: Final = 100_000
+"""How many idempotency keys one app client remembers (the oldest are forgotten first)."""
+
+_TRANSFERS: Final = frozenset({CreditAction.TRANSFER, CreditAction.TRANSFER_RETIRE})
+_RETIRES: Final = frozenset({CreditAction.RETIRE, CreditAction.TRANSFER_RETIRE})
+_REGISTRY_ATTR: Final = "_icr_sent_actions"
+# A PDF starts with "%PDF-"; the spec lets a few junk bytes come first, so look a little in.
+_PDF_MAGIC: Final = b"%PDF-"
+_PDF_SNIFF: Final = 1024
+
+
+class ActionRegistry:
+    """Idempotency keys already used for credit actions by one app client (bounded, LRU).
+
+    Kept in memory only: it protects one process (one ``AsyncICRClient`` and every client
+    derived from it) from sending an action twice, not a fleet. Use a key that names the
+    business operation (an order id and step), never a random one.
+    """
+
+    __slots__ = ("_entries", "max_entries")
+
+    def __init__(self, max_entries: int = MAX_REMEMBERED_ACTIONS) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, tuple[str, str]] = OrderedDict()
+
+    def claim(self, key: str, action: str, fingerprint: str) -> None:
+        """Record ``key`` or raise ``DuplicateActionError`` if it was used before."""
+        previous = self._entries.get(key)
+        if previous is not None:
+            self._entries.move_to_end(key)
+            if previous == (action, fingerprint):
+                what = "the same action"
+            elif previous[0] == action:
+                what = f"another {action} (other amounts, receiver or installation)"
+            else:
+                what = f"a different action ({previous[0]})"
+            raise DuplicateActionError(
+                f"idempotency key {key!r} was already used for {what} by this client; "
+                "it is not sent again. If that earlier call is known to have failed without "
+                "effect, call forget_action(key) first.",
+                key=key,
+            )
+        self._entries[key] = (action, fingerprint)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def forget(self, key: str) -> bool:
+        """Drop ``key``; ``True`` if it was remembered."""
+        return self._entries.pop(key, None) is not None
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def _registry(parent: AsyncICRClient) -> ActionRegistry:
+    # Attached lazily to the app client so every installation client derived from it (and
+    # the blocking ICRClient wrapping it) shares one registry, without a field in the core.
+    registry = parent.__dict__.get(_REGISTRY_ATTR)
+    if registry is None:
+        registry = ActionRegistry()
+        parent.__dict__[_REGISTRY_ATTR] = registry
+    assert isinstance(registry, ActionRegistry)
+    return registry
+
+
+def _check_key(key: object) -> str:
+    if not isinstance(key, str) or not key.strip() or len(key) > 500:
+        raise InvalidArgumentError(
+            "idempotency_key must be a non-empty string of at most 500 characters"
+        )
+    return key
+
+
+def _amount(value: object) -> int | float:
+    """A positive, finite amount as a JSON number (a ``Decimal`` becomes int or float)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, decimal.Decimal)):
+        raise InvalidArgumentError(f"amount must be a positive number, got {value!r}")
+    if isinstance(value, decimal.Decimal):
+        if not value.is_finite():
+            raise InvalidArgumentError(f"amount must be a finite number, got {value!r}")
+        value = int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidArgumentError(f"amount must be a finite number, got {value!r}")
+    if value <= 0:
+        raise InvalidArgumentError(f"amount must be positive, got {value!r}")
+    return value
+
+
+def _body_id(value: object, what: str) -> str:
+    """An id that goes into a JSON body: a non-blank string (or an integer id)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise InvalidArgumentError(f"{what} must be a string id, got {value!r}")
+    text = str(value)
+    if not text.strip() or any(c.isspace() for c in text) or len(text) > 500:
+        raise InvalidArgumentError(f"{what} must be a non-blank id without spaces, got {text!r}")
+    return text
+
+
+def _retirement_body(data: object) -> dict[str, Any]:
+    if not isinstance(data, RetirementData):
+        raise InvalidArgumentError(
+            f"retirement_data must be a RetirementData, got {type(data).__name__}"
+        )
+    for name in ("reason", "beneficiary_name"):
+        value = getattr(data, name)
+        if not isinstance(value, str) or not value.strip():
+            raise InvalidArgumentError(f"retirement_data.{name} must not be empty")
+    if data.comment is not None and not isinstance(data.comment, str):
+        raise InvalidArgumentError("retirement_data.comment must be a string")
+    body: dict[str, Any] = unstructure(data)
+    return {k: v for k, v in body.items() if v is not None}
+
+
+def _enum_value(value: object, allowed: type[CreditAction] | type[ReservationAction]) -> Any:
+    try:
+        return allowed(value)
+    except ValueError:
+        choices = ", ".join(repr(m.value) for m in allowed)
+        raise InvalidArgumentError(f"action must be one of {choices}, got {value!r}") from None
+
+
+def _fingerprint(*parts: Any) -> str:
+    raw = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(raw.encode("utf-8")).hexdigest()
+
+
+class OrganizationEndpoints(_Base):
+    """The organization, inventory and warehouse endpoints of an installation token.
+
+    Mixed into ``InstallationClient``: the organization is the installation's own (its id
+    comes from the cached token). Reading needs the matching permission at any level;
+    credit actions and reservations need ``WRITE`` (with ``REQUEST`` a credit action waits
+    for the organization's approval as a pending credit request).
+    """
+
+    if TYPE_CHECKING:
+
+        async def organization_id(self) -> str: ...
+
+    async def _org_path(self, suffix: str = "") -> str:
+        return (
+            f"/organizations/{path_param(await self.organization_id(), 'organization_id')}{suffix}"
+        )
+
+    async def _list(self, cls: type[Any], suffix: str, key: str) -> tuple[Any, ...]:
+        # Lists the docs do not describe as paginated: a bare list or an object holding one.
+        path = await self._org_path(suffix)
+        data = await self._parent._json("GET", path, auth=self._auth, safe=True)
+        items, _ = read_pagination(data, key, method="GET", path=path)
+        return tuple(structure(item, cls, method="GET", path=path) for item in items)
+
+    async def _iter_org(
+        self, cls: type[M], suffix: str, key: str, page_size: int
+    ) -> AsyncIterator[M]:
+        # An async generator so the organization id (maybe a token mint) is only fetched
+        # once iteration starts; the caller's arguments were checked already.
+        path = await self._org_path(suffix)
+        pages = self._iterate(cls, path, key, page_size=page_size, start_page=0)
+        try:
+            async for item in pages:
+                yield item
+        finally:
+            aclose = getattr(pages, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    def _claim(self, key: str | None, action: str, path: str, body: dict[str, Any]) -> None:
+        if key is None:
+            return
+        fingerprint = _fingerprint(self._installation_id, path, body)
+        _registry(self._parent).claim(_check_key(key), action, fingerprint)
+
+    # -- organization ----------------------------------------------------------------
+
+    async def get_organization(self) -> Organization:
+        """``GET /organizations/{id}``: this installation's organization."""
+        return await self._model(Organization, "GET", await self._org_path())
+
+    async def list_addresses(self) -> tuple[Address, ...]:
+        """``GET /organizations/{id}/addresses``: the organization's addresses."""
+        result: tuple[Address, ...] = await self._list(Address, "/addresses", "addresses")
+        return result
+
+    async def list_retirements(self) -> tuple[Retirement, ...]:
+        """``GET /organizations/{id}/retirements``: the organization's retirements."""
+        result: tuple[Retirement, ...] = await self._list(Retirement, "/retirements", "retirements")
+        return result
+
+    async def get_retirement_pdf(self, retirement_id: str | int) -> bytes:
+        """``GET /organizations/{id}/retirements/{retirementId}/pdf``: the retirement
+        certificate as PDF bytes.
+
+        Raises ``ResponseDecodeError`` when the answer is not a PDF (an HTML error page from
+        a proxy, say), so garbage is never saved as a certificate.
+        """
+        enc = path_param(retirement_id, "retirement_id")
+        path = await self._org_path(f"/retirements/{enc}/pdf")
+        resp = await self._parent._send("GET", path, auth=self._auth, safe=True)
+        if _PDF_MAGIC not in resp.body[:_PDF_SNIFF]:
+            raise ResponseDecodeError(
+                f"expected a PDF document, got {len(resp.body)} bytes of "
+                f"{resp.headers.get('Content-Type', 'unknown type')}",
+                status=resp.status,
+                method="GET",
+                path=path,
+            )
+        return resp.body
+
+    # -- inventory -------------------------------------------------------------------
+
+    async def get_inventory(self) -> Inventory:
+        """``GET /organizations/{id}/inventory``: the organization's credits."""
+        return await self._model(Inventory, "GET", await self._org_path("/inventory"))
+
+    async def list_credit_requests(self, *, limit: int = 10, page: int = 0) -> Page[CreditRequest]:
+        """``GET /organizations/{id}/inventory/requests``: one page of credit requests."""
+        path = await self._org_path("/inventory/requests")
+        return await self._page(CreditRequest, path, "creditRequests", limit=limit, page=page)
+
+    def iter_credit_requests(self, *, page_size: int = 100) -> AsyncIterator[CreditRequest]:
+        """Every credit request, page by page (``async for r in inst.iter_credit_requests()``).
+
+        Stops at the last page by any of the end signals ICR may send; raises
+        ``PaginationError`` if the server repeats a page.
+        """
+        check_page_args(page_size, 0)
+        return self._iter_org(CreditRequest, "/inventory/requests", "creditRequests", page_size)
+
+    async def get_credit_request(self, request_id: str | int) -> CreditRequest:
+        """``GET /organizations/{id}/inventory/requests/{requestId}``: one credit request."""
+        enc = path_param(request_id, "request_id")
+        return await self._model(
+            CreditRequest, "GET", await self._org_path(f"/inventory/requests/{enc}")
+        )
+
+    async def create_credit_action(
+        self,
+        action: CreditAction | str,
+        *,
+        credit_id: str,
+        amount: int | float | decimal.Decimal,
+        to_organization_id: str | None = None,
+        to_address: str | None = None,
+        retirement_data: RetirementData | None = None,
+        idempotency_key: str | None = None,
+    ) -> CreditRequest:
+        """``POST /organizations/{id}/inventory/requests/{action}``: move or retire credits.
+
+        ``action`` is ``transfer``, ``retire``, ``transfer_retire`` or ``cancel``. Transfers
+        (``transfer``, ``transfer_retire``) need exactly one of ``to_organization_id`` and
+        ``to_address``; ``retire`` and ``transfer_retire`` need ``retirement_data``; a plain
+        ``transfer`` refuses it. Every mistake raises ``InvalidArgumentError`` before any
+        request. With ``WRITE`` permission the action is done at once; with ``REQUEST`` the
+        answer is a pending credit request the organization must approve.
+
+        **Never retried automatically**, whatever the retry policy: a repeated action moves
+        credits twice. With ``idempotency_key`` the client also refuses (``DuplicateActionError``,
+        before any request) a second call with the same key. The key is recorded *before*
+        sending, so it stays used even when the call fails: an error after the request left
+        (a timeout, a reset, a 5xx) does not prove the server did nothing. Check the credit
+        requests, and only if the action certainly did not happen, call
+        :meth:`forget_action` and try again.
+        """
+        act: CreditAction = _enum_value(action, CreditAction)
+        if idempotency_key is not None:
+            _check_key(idempotency_key)
+        body: dict[str, Any] = {
+            "creditId": _body_id(credit_id, "credit_id"),
+            "amount": _amount(amount),
+        }
+        targets = [t for t in (to_organization_id, to_address) if t is not None]
+        if len(targets) > 1:
+            raise InvalidArgumentError("pass either to_organization_id or to_address, not both")
+        if act in _TRANSFERS and not targets:
+            raise InvalidArgumentError(
+                f"a {act.value} needs a receiver: pass to_organization_id or to_address"
+            )
+        if to_organization_id is not None:
+            body["toOrganizationId"] = _body_id(to_organization_id, "to_organization_id")
+        if to_address is not None:
+            body["toAddress"] = _body_id(to_address, "to_address")
+        if act in _RETIRES and retirement_data is None:
+            raise InvalidArgumentError(f"a {act.value} needs retirement_data")
+        if act is CreditAction.TRANSFER and retirement_data is not None:
+            raise InvalidArgumentError("a transfer takes no retirement_data (use transfer_retire)")
+        if retirement_data is not None:
+            body["retirementData"] = _retirement_body(retirement_data)
+        path = await self._org_path(f"/inventory/requests/{act.value}")
+        self._claim(idempotency_key, act.value, path, body)
+        return await self._model(CreditRequest, "POST", path, json=body)
+
+    async def transfer_credits(
+        self,
+        *,
+        credit_id: str,
+        amount: int | float | decimal.Decimal,
+        to_organization_id: str | None = None,
+        to_address: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> CreditRequest:
+        """Transfer credits to another organization or address (see ``create_credit_action``)."""
+        return await self.create_credit_action(
+            CreditAction.TRANSFER,
+            credit_id=credit_id,
+            amount=amount,
+            to_organization_id=to_organization_id,
+            to_address=to_address,
+            idempotency_key=idempotency_key,
+        )
+
+    async def retire_credits(
+        self,
+        *,
+        credit_id: str,
+        amount: int | float | decimal.Decimal,
+        retirement_data: RetirementData,
+        idempotency_key: str | None = None,
+    ) -> CreditRequest:
+        """Retire the organization's own credits (see ``create_credit_action``)."""
+        return await self.create_credit_action(
+            CreditAction.RETIRE,
+            credit_id=credit_id,
+            amount=amount,
+            retirement_data=retirement_data,
+            idempotency_key=idempotency_key,
+        )
+
+    async def transfer_and_retire_credits(
+        self,
+        *,
+        credit_id: str,
+        amount: int | float | decimal.Decimal,
+        retirement_data: RetirementData,
+        to_organization_id: str | None = None,
+        to_address: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> CreditRequest:
+        """Transfer credits and retire them in the receiver's name (see
+        ``create_credit_action``)."""
+        return await self.create_credit_action(
+            CreditAction.TRANSFER_RETIRE,
+            credit_id=credit_id,
+            amount=amount,
+            to_organization_id=to_organization_id,
+            to_address=to_address,
+            retirement_data=retirement_data,
+            idempotency_key=idempotency_key,
+        )
+
+    async def cancel_credits(
+        self,
+        *,
+        credit_id: str,
+        amount: int | float | decimal.Decimal,
+        idempotency_key: str | None = None,
+    ) -> CreditRequest:
+        """Cancel credits: take them out of circulation without a retirement claim (the
+        ``cancel`` credit action; see ``create_credit_action``)."""
+        return await self.create_credit_action(
+            CreditAction.CANCEL, credit_id=credit_id, amount=amount, idempotency_key=idempotency_key
+        )
+
+    async def forget_action(self, idempotency_key: str) -> bool:
+        """Let ``idempotency_key`` be used again; ``True`` if this client remembered it.
+
+        Only for a caller who knows the earlier action did not happen (the server answered
+        4xx, or the credit requests show no trace of it): after a timeout or a 5xx it may
+        well have been done.
+        """
+        return _registry(self._parent).forget(_check_key(idempotency_key))
+
+    # -- warehouse -------------------------------------------------------------------
+
+    async def get_warehouse_inventory(self) -> WarehouseInventory:
+        """``GET /organizations/{id}/warehouse/inventory``: credits that can be reserved."""
+        return await self._model(
+            WarehouseInventory, "GET", await self._org_path("/warehouse/inventory")
+        )
+
+    async def list_reservations(self, *, limit: int = 10, page: int = 0) -> Page[Reservation]:
+        """``GET /organizations/{id}/warehouse/reservations``: one page of reservations.
+
+        A server that answers with a bare list is accepted (the page then has no
+        ``pagination``).
+        """
+        path = await self._org_path("/warehouse/reservations")
+        return await self._page(Reservation, path, "reservations", limit=limit, page=page)
+
+    def iter_reservations(self, *, page_size: int = 100) -> AsyncIterator[Reservation]:
+        """Every reservation, page by page."""
+        check_page_args(page_size, 0)
+        return self._iter_org(Reservation, "/warehouse/reservations", "reservations", page_size)
+
+    async def create_reservation(
+        self,
+        *,
+        credit_id: str,
+        amount: int | float | decimal.Decimal,
+        organization_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Reservation:
+        """``POST /organizations/{id}/warehouse/reservations``: hold ``amount`` of a credit
+        for ten minutes, to finish with :meth:`finish_reservation` or release with
+        :meth:`cancel_reservation`.
+
+        ``organization_id`` defaults to this installation's organization. Not retried
+        automatically; ``idempotency_key`` works as in :meth:`create_credit_action`.
+        """
+        body: dict[str, Any] = {"creditId": _body_id(credit_id, "credit_id")}
+        if organization_id is not None:
+            _body_id(organization_id, "organization_id")
+        value = _amount(amount)
+        if idempotency_key is not None:
+            _check_key(idempotency_key)
+        owner = await self.organization_id() if organization_id is None else organization_id
+        body["organizationId"] = str(owner)
+        body["amount"] = value
+        path = await self._org_path("/warehouse/reservations")
+        self._claim(idempotency_key, "reserve", path, body)
+        return await self._model(Reservation, "POST", path, json=body)
+
+    async def finish_reservation(
+        self,
+        reservation_id: str | int,
+        action: ReservationAction | str,
+        *,
+        receiver_id: str,
+        retirement_data: RetirementData | None = None,
+        idempotency_key: str | None = None,
+    ) -> Reservation:
+        """``POST .../warehouse/reservations/{reservationId}/{action}``: finish a
+        reservation by ``transfer``, ``retire`` or ``transfer_retire`` to ``receiver_id``
+        (an organization id).
+
+        ``retire`` and ``transfer_retire`` need ``retirement_data``. **Never retried
+        automatically**; ``idempotency_key`` works as in :meth:`create_credit_action` (the
+        key is spent even if the call fails).
+        """
+        enc = path_param(reservation_id, "reservation_id")
+        act: ReservationAction = _enum_value(action, ReservationAction)
+        body: dict[str, Any] = {"receiverId": _body_id(receiver_id, "receiver_id")}
+        if idempotency_key is not None:
+            _check_key(idempotency_key)
+        if act is not ReservationAction.TRANSFER and retirement_data is None:
+            raise InvalidArgumentError(f"a {act.value} needs retirement_data")
+        if act is ReservationAction.TRANSFER and retirement_data is not None:
+            raise InvalidArgumentError("a transfer takes no retirement_data (use transfer_retire)")
+        if retirement_data is not None:
+            body["retirementData"] = _retirement_body(retirement_data)
+        path = await self._org_path(f"/warehouse/reservations/{enc}/{act.value}")
+        self._claim(idempotency_key, act.value, path, body)
+        return await self._model(Reservation, "POST", path, json=body)
+
+    async def cancel_reservation(self, reservation_id: str | int) -> Reservation | None:
+        """``DELETE .../warehouse/reservations/{reservationId}``: release the held credits.
+
+        Returns the reservation when the server sends it back (``None`` for a bare
+        ``true``/empty answer). Not retried automatically.
+        """
+        enc = path_param(reservation_id, "reservation_id")
+        path = await self._org_path(f"/warehouse/reservations/{enc}")
+        data = await self._parent._json("DELETE", path, auth=self._auth, safe=False)
+        if isinstance(data, dict):
+            return structure(data, Reservation, method="DELETE", path=path)
+        return None
+
+
+class ProjectEndpoints(_Base):
+    """Public endpoints any token may call; mixed into ``AppTokenClient``."""
+
+    async def list_projects(self, *, limit: int = 10, page: int = 0) -> Page[Project]:
+        """``GET /projects``: one page of public projects."""
+        return await self._page(Project, "/projects", "projects", limit=limit, page=page)
+
+    def iter_projects(self, *, page_size: int = 100) -> AsyncIterator[Project]:
+        """Every public project, page by page (``async for p in app.iter_projects()``)."""
+        return self._iterate(Project, "/projects", "projects", page_size=page_size, start_page=0)

@@ -1,0 +1,787 @@
+"""The ``icr-async`` command, run as a subprocess against the emulator (and in-process for the
+branches a subprocess cannot reach cheaply).
+
+Every subcommand is run for real: exit statuses (0 ok, 1 API error, 2 usage error), JSON on
+stdout and nothing else, one-line errors on stderr without a traceback (unless ``--debug``),
+the progress bar only on a terminal, and no secret printed except by ``token``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cli_support import TIMEOUT, EmulatorThread, child_env, run_cli
+
+from icr_async import PaginationError, PrivateKey, cli
+from icr_async.models import Installation, Page, Pagination
+from icr_async.testing import Fault
+
+JWT_RE = re.compile(r"eyJ[0-9A-Za-z_-]{5,}\.")
+TOKEN_RE = re.compile(r"crs_[0-9a-f]{20,}")
+EMULATOR = [sys.executable, "-m", "icr_async", "emulator", "--port", "0"]
+
+
+@pytest.fixture(scope="module")
+def emu(private_key_pem: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorThread]:
+    """One emulator (12 installations, seed 0) for the module, on a background thread."""
+    with EmulatorThread(private_key_pem, tmp_path_factory.mktemp("cli")) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def env(emu: EmulatorThread) -> dict[str, str]:
+    """The child environment pointing at the emulator."""
+    return emu.env
+
+
+def assert_one_line_error(stderr: str, *fragments: str) -> None:
+    """stderr is exactly one ``icr-async: error:`` line holding ``fragments``."""
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("icr-async: error: "), stderr
+    for fragment in fragments:
+        assert fragment in lines[0], stderr
+    assert "Traceback" not in stderr
+
+
+def assert_no_secret(text: str) -> None:
+    """No token, JWT or private key in ``text``."""
+    assert not TOKEN_RE.search(text), text
+    assert not JWT_RE.search(text), text
+    assert "PRIVATE KEY" not in text
+
+
+def ok_json(result: subprocess.CompletedProcess[str]) -> Any:
+    """The JSON on stdout of a run that succeeded silently."""
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    return json.loads(result.stdout)
+
+
+# -- general ------------------------------------------------------------------------------
+
+
+def test_help_lists_every_subcommand() -> None:
+    result = run_cli("--help", env=child_env())
+    assert result.returncode == 0
+    for name in ("demo", "emulator", "token", "installations", "request", "key"):
+        assert name in result.stdout
+    assert "ICR_PRIVATE_KEY_PATH" in result.stdout
+
+
+def test_no_command_prints_help_on_stderr_and_exits_2() -> None:
+    result = run_cli(env=child_env())
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert "usage: icr-async" in result.stderr
+
+
+def test_console_script_and_module_agree() -> None:
+    script = Path(sys.executable).with_name("icr-async")
+    if not script.exists():
+        pytest.skip("the icr-async console script is not installed in this environment")
+    by_script = subprocess.run(
+        [str(script), "--version"], capture_output=True, text=True, timeout=TIMEOUT, check=False
+    )
+    by_module = run_cli("--version", env=child_env())
+    assert by_script.returncode == by_module.returncode == 0
+    assert by_script.stdout == by_module.stdout
+    assert by_module.stdout.startswith("icr-async ")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["nope"], "invalid choice: 'nope'"),
+        (["token"], "required: COMMAND"),
+        (["installations", "list", "--limit", "0"], "must be at least 1"),
+        (["installations", "export", "--concurrency", "x"], "not a whole number"),
+        (["token", "installation", "X", "--min-ttl", "-5"], "must be 0 or more seconds"),
+        (["demo", "--installations", "0"], "must be positive"),
+    ],
+)
+def test_usage_errors_are_one_line_and_exit_2(
+    args: list[str], message: str, env: dict[str, str]
+) -> None:
+    result = run_cli(*args, env=env)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert_one_line_error(result.stderr, message, "--help")
+
+
+# -- demo and emulator --------------------------------------------------------------------
+
+
+def test_demo_runs_the_whole_flow() -> None:
+    result = run_cli("demo", "--installations", "8", "--concurrency", "4", env=child_env())
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert "ICR emulator listening on http://127.0.0.1:" in result.stdout
+    assert "-> 4 mints (single flight)" in result.stdout
+    assert result.stdout.rstrip().splitlines()[-1].startswith("done in ")
+    assert_no_secret(result.stdout)
+
+
+def test_emulator_subcommand_serves_until_sigint(tmp_path: Path) -> None:
+    ready = tmp_path / "ready"
+    key = tmp_path / "key.pem"
+    proc = subprocess.Popen(
+        [*EMULATOR, "--installations", "3", "--key-out", str(key), "--ready-file", str(ready)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child_env(),
+    )
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        # Bounded wait for the child to listen.
+        while not ready.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ready.exists(), proc.stderr.read() if proc.stderr else ""
+        url = ready.read_text().strip()
+        assert PrivateKey.from_path(key).bits == 2048  # the key file is a usable key
+        listed = run_cli(
+            "installations",
+            "list",
+            "--format",
+            "json",
+            env=child_env(ICR_BASE_URL=url, ICR_PRIVATE_KEY_PATH=str(key), ICR_APP_ID="x"),
+        )
+        # A wrong app id is refused by the emulator: proves the CLI reached it.
+        assert listed.returncode == 1
+        assert "401" in listed.stderr
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 0, stderr
+    exports = dict(
+        line.removeprefix("export ").split("=", 1)
+        for line in stdout.splitlines()
+        if line.startswith("export ")
+    )
+    assert exports["ICR_BASE_URL"] == url
+    assert exports["ICR_PRIVATE_KEY_PATH"] == str(key)
+    assert "PRIVATE KEY" not in stdout
+    assert stdout.rstrip().endswith("ICR emulator stopped")
+
+
+def test_emulator_exports_work_for_the_cli(tmp_path: Path) -> None:
+    ready = tmp_path / "ready"
+    key = tmp_path / "k.pem"
+    proc = subprocess.Popen(
+        [*EMULATOR, "--installations", "4", "--key-out", str(key), "--ready-file", str(ready)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child_env(),
+    )
+    try:
+        assert proc.stdout is not None
+        exports: dict[str, str] = {}
+        # The three export lines are the last of the banner; read at most 20 lines.
+        for _ in range(20):
+            line = proc.stdout.readline()
+            if line.startswith("export "):
+                name, value = line.strip().removeprefix("export ").split("=", 1)
+                exports[name] = value
+            if len(exports) == 3 or not line:
+                break
+        assert set(exports) == {"ICR_APP_ID", "ICR_PRIVATE_KEY_PATH", "ICR_BASE_URL"}
+        page = ok_json(run_cli("installations", "list", env=child_env(**exports)))
+        assert page["pagination"]["total"] == 4
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 0
+
+
+# -- token --------------------------------------------------------------------------------
+
+
+def test_token_app_json_and_raw(env: dict[str, str], emu: EmulatorThread) -> None:
+    data = ok_json(run_cli("token", "app", env=env))
+    assert data["token"].startswith("crs_")
+    assert data["appId"] == emu.app.app_id
+    assert data["expiresAt"].endswith("Z")
+    raw = run_cli("token", "app", "--raw", env=env)
+    assert raw.returncode == 0
+    assert re.fullmatch(r"crs_[0-9a-f]+\n", raw.stdout)
+    assert raw.stderr == ""
+
+
+def test_token_installation_json_raw_and_min_ttl(env: dict[str, str], emu: EmulatorThread) -> None:
+    inst = emu.installation_ids[0]
+    data = ok_json(run_cli("token", "installation", inst, "--min-ttl", "600", env=env))
+    assert data["installationId"] == inst
+    assert data["organizationId"]
+    assert data["token"].startswith("crs_")
+    raw = run_cli("token", "installation", inst, "--raw", env=env)
+    assert raw.returncode == 0
+    assert re.fullmatch(r"crs_[0-9a-f]+\n", raw.stdout)
+    too_long = run_cli("token", "installation", inst, "--min-ttl", "100000", env=env)
+    assert too_long.returncode == 1
+    assert too_long.stdout == ""
+    assert_one_line_error(too_long.stderr, "100000", "--min-ttl")
+
+
+def test_token_revoke_from_argument_stdin_and_twice(
+    env: dict[str, str], emu: EmulatorThread
+) -> None:
+    inst = emu.installation_ids[1]
+    first = run_cli("token", "installation", inst, "--raw", env=env).stdout.strip()
+    assert ok_json(run_cli("token", "revoke", first, env=env)) == {"revoked": True}
+    assert emu.emulator.token_record(first) is not None
+    assert emu.emulator.token_record(first).revoked  # type: ignore[union-attr]
+
+    second = run_cli("token", "app", "--raw", env=env).stdout.strip()
+    assert ok_json(run_cli("token", "revoke", "-", input=second + "\n", env=env)) == {
+        "revoked": True
+    }
+    # Revoked already: the API says 401, the hint says why.
+    again = run_cli("token", "revoke", "--stdin", input=second, env=env)
+    assert again.returncode == 1
+    assert again.stdout == ""
+    assert_one_line_error(again.stderr, "401", "already revoked")
+    assert_no_secret(again.stderr)
+
+
+def test_token_revoke_needs_a_token(env: dict[str, str]) -> None:
+    missing = run_cli("token", "revoke", env=env)
+    assert missing.returncode == 2
+    assert_one_line_error(missing.stderr, "no token to revoke")
+    empty = run_cli("token", "revoke", "-", input="", env=env)
+    assert empty.returncode == 2
+    assert_one_line_error(empty.stderr, "no token on stdin")
+
+
+# -- installations ------------------------------------------------------------------------
+
+
+def test_installations_list_json_by_default_off_a_terminal(
+    env: dict[str, str], emu: EmulatorThread
+) -> None:
+    data = ok_json(run_cli("installations", "list", "--limit", "3", "--page", "1", env=env))
+    assert [i["id"] for i in data["installations"]] == emu.installation_ids[3:6]
+    assert data["pagination"]["currentPage"] == 1
+    assert data["pagination"]["total"] == 12
+    assert data["installations"][0]["organization"]["fullName"]
+
+
+def test_installations_list_table(env: dict[str, str], emu: EmulatorThread) -> None:
+    result = run_cli("installations", "list", "--limit", "3", "--format", "table", env=env)
+    assert result.returncode == 0
+    assert result.stderr == ""
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["ID", "ORGANIZATION", "COUNTRY", "TYPE", "CREATED"]
+    assert [line.split()[0] for line in lines[1:4]] == emu.installation_ids[:3]
+    assert lines[4] == "3 of 12 installations (page 0; 4 pages of 3)"
+
+
+def _run_on_pty(args: list[str], env: dict[str, str], stream: str) -> tuple[int, str, str]:
+    """Run the CLI with ``stream`` ("stdout" or "stderr") on a pseudo-terminal.
+
+    Returns (exit status, what the terminal showed, what the other stream got).
+    """
+    master, slave = pty.openpty()
+    pipes: dict[str, Any] = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    pipes[stream] = slave
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "icr_async", *args],
+        stdin=subprocess.DEVNULL,
+        env=env,
+        **pipes,
+    )
+    os.close(slave)
+    shown = bytearray()
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            readable, _, _ = select.select([master], [], [], 0.2)
+            if readable:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: every writer closed the terminal
+                    break
+                if not chunk:
+                    break
+                shown += chunk
+            elif proc.poll() is not None:
+                break
+        stdout, stderr = proc.communicate(timeout=TIMEOUT)
+        other = stderr if stream == "stdout" else stdout
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=TIMEOUT)
+        os.close(master)
+    return proc.returncode, shown.decode(), (other or b"").decode()
+
+
+def test_installations_list_is_a_table_on_a_terminal(env: dict[str, str]) -> None:
+    status, shown, stderr = _run_on_pty(["installations", "list", "--limit", "2"], env, "stdout")
+    assert status == 0
+    assert stderr == ""
+    assert shown.splitlines()[0].split() == ["ID", "ORGANIZATION", "COUNTRY", "TYPE", "CREATED"]
+
+
+def test_installations_get(env: dict[str, str], emu: EmulatorThread) -> None:
+    inst = emu.installation_ids[2]
+    data = ok_json(run_cli("installations", "get", inst, env=env))
+    assert data["id"] == inst
+    assert data["appId"] == emu.app.app_id
+    assert "permissions" in data
+
+
+def test_unknown_installation_is_an_api_error(env: dict[str, str]) -> None:
+    result = run_cli("installations", "get", "00000000-0000-4000-8000-000000000000", env=env)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert_one_line_error(result.stderr, "404", "no installation with that id for this app")
+    minted = run_cli("token", "installation", "no-such-installation", env=env)
+    assert minted.returncode == 1
+    assert_one_line_error(minted.stderr, "404", "no installation with that id")
+
+
+def test_export_to_stdout_is_json_lines_in_order_with_silent_stderr(
+    env: dict[str, str], emu: EmulatorThread
+) -> None:
+    result = run_cli("installations", "export", "--page-size", "5", "--concurrency", "2", env=env)
+    assert result.returncode == 0
+    assert result.stderr == ""  # no progress bar off a terminal
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [row["id"] for row in rows] == emu.installation_ids
+    assert all(row["organization"]["id"] for row in rows)
+
+
+def test_export_to_file(env: dict[str, str], emu: EmulatorThread, tmp_path: Path) -> None:
+    out = tmp_path / "all.jsonl"
+    result = run_cli(
+        "installations",
+        "export",
+        "--out",
+        str(out),
+        "--page-size",
+        "1",
+        "--concurrency",
+        "4",
+        env=env,
+    )
+    assert result.returncode == 0
+    assert result.stdout == result.stderr == ""
+    ids = [json.loads(line)["id"] for line in out.read_text().splitlines()]
+    assert ids == emu.installation_ids
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".icr-export-")]
+
+
+def test_export_shows_progress_on_a_terminal_only(env: dict[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "all.jsonl"
+    status, shown, stdout = _run_on_pty(
+        ["installations", "export", "--out", str(out), "--page-size", "2", "--concurrency", "3"],
+        env,
+        "stderr",
+    )
+    assert status == 0
+    assert stdout == ""
+    assert "\r[" in shown
+    assert "] 6/6 pages" in shown
+    assert f"exported 12 installations to {out}" in shown
+    assert len(out.read_text().splitlines()) == 12
+
+
+def test_export_failure_leaves_no_file(env: dict[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "all.jsonl"
+    bad = dict(env, ICR_APP_ID="00000000-0000-4000-8000-000000000000")
+    result = run_cli("installations", "export", "--out", str(out), env=bad)
+    assert result.returncode == 1
+    assert_one_line_error(result.stderr, "401", "check ICR_APP_ID and the private key")
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- request ------------------------------------------------------------------------------
+
+
+def test_request_with_installation_token(env: dict[str, str], emu: EmulatorThread) -> None:
+    inst = emu.emulator.installations(emu.app.app_id)[0]
+    org_id = inst["organization"]["id"]
+    data = ok_json(
+        run_cli("request", "GET", f"/organizations/{org_id}", "--installation", inst["id"], env=env)
+    )
+    assert data["id"] == org_id
+    assert data["fullName"] == inst["organization"]["fullName"]
+
+
+def test_request_uses_app_token_and_jwt_by_path(env: dict[str, str], emu: EmulatorThread) -> None:
+    projects = ok_json(run_cli("request", "GET", "/projects", "--param", "limit=2", env=env))
+    assert len(projects["projects"]) == 2
+    listed = ok_json(
+        run_cli(
+            "request",
+            "get",
+            "/app/installations",
+            "--param",
+            "limit=1",
+            "--param",
+            "page=2",
+            env=env,
+        )
+    )
+    assert [i["id"] for i in listed["installations"]] == [emu.installation_ids[2]]
+
+
+def test_request_data_from_file_and_stdin(private_key_pem: str, tmp_path: Path) -> None:
+    # Its own emulator: creating organizations changes the installation count others see.
+    with EmulatorThread(private_key_pem, tmp_path, installations=1) as emu:
+        _request_data_from_file_and_stdin(emu.env, emu, tmp_path)
+
+
+def _request_data_from_file_and_stdin(
+    env: dict[str, str], emu: EmulatorThread, tmp_path: Path
+) -> None:
+    body = {
+        "user": {"email": "ada@example.com"},
+        "organization": {"fullName": "CLI Test ehf.", "type": "other", "countryCode": "IS"},
+    }
+    path = tmp_path / "body.json"
+    path.write_text(json.dumps(body))
+    created = ok_json(
+        run_cli("request", "POST", "/app/create/user/organization", "--data", f"@{path}", env=env)
+    )
+    assert created["organization"]["fullName"] == "CLI Test ehf."
+    body["organization"]["fullName"] = "CLI Stdin AS"
+    piped = ok_json(
+        run_cli(
+            "request",
+            "POST",
+            "/app/create/user/organization",
+            "--data",
+            "-",
+            input=json.dumps(body),
+            env=env,
+        )
+    )
+    assert piped["installation"]["id"] in emu.installation_ids
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--data", "{not json"], "--data is not valid JSON"),
+        (["--data", "@/nonexistent/body.json"], "cannot read --data file"),
+        (["--param", "novalue"], "is not KEY=VALUE"),
+    ],
+)
+def test_request_bad_input_is_a_usage_error(
+    args: list[str], message: str, env: dict[str, str]
+) -> None:
+    result = run_cli("request", "POST", "/projects", *args, env=env)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert_one_line_error(result.stderr, message)
+
+
+def test_request_bad_method_or_path_is_a_usage_error(env: dict[str, str]) -> None:
+    method = run_cli("request", "FETCH", "/projects", env=env)
+    assert method.returncode == 2
+    assert_one_line_error(method.stderr, "unsupported HTTP method 'FETCH'")
+    path = run_cli("request", "GET", "projects", env=env)
+    assert path.returncode == 2
+    assert_one_line_error(path.stderr, "absolute API path")
+
+
+# -- key ----------------------------------------------------------------------------------
+
+
+def test_key_fingerprint(env: dict[str, str], private_key_pem: str) -> None:
+    expected = "SHA256:" + PrivateKey.from_pem(private_key_pem).fingerprint
+    assert ok_json(run_cli("key", "fingerprint", env=env)) == {
+        "fingerprint": expected,
+        "bits": 2048,
+    }
+    raw = run_cli("key", "fingerprint", "--raw", env=env)
+    assert raw.stdout == expected + "\n"
+    # Needs neither an app id nor a server.
+    only_key = child_env(ICR_PRIVATE_KEY=private_key_pem)
+    assert ok_json(run_cli("key", "fingerprint", env=only_key))["fingerprint"] == expected
+    helptext = run_cli("key", "fingerprint", "--help", env=env).stdout
+    assert "unconfirmed" in " ".join(helptext.split())
+
+
+def test_key_check_accepts_the_right_key(env: dict[str, str], emu: EmulatorThread) -> None:
+    data = ok_json(run_cli("key", "check", env=env))
+    assert data["ok"] is True
+    assert data["appId"] == emu.app.app_id
+    assert data["installations"] == len(emu.installation_ids)
+
+
+def test_bad_credentials_are_one_line_without_traceback(
+    env: dict[str, str], other_private_key_pem: str, tmp_path: Path
+) -> None:
+    wrong = tmp_path / "wrong.pem"
+    wrong.write_text(other_private_key_pem)
+    result = run_cli("key", "check", env=dict(env, ICR_PRIVATE_KEY_PATH=str(wrong)))
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert_one_line_error(
+        result.stderr,
+        "401",
+        "check ICR_APP_ID and the private key; is the key registered for this app?",
+    )
+    assert_no_secret(result.stderr)
+
+
+# -- configuration ------------------------------------------------------------------------
+
+
+def test_missing_app_id_is_exit_2(env: dict[str, str]) -> None:
+    no_app = {k: v for k, v in env.items() if k != "ICR_APP_ID"}
+    result = run_cli("installations", "list", env=no_app)
+    assert result.returncode == 2
+    assert_one_line_error(result.stderr, "no app id", "--app-id or set ICR_APP_ID")
+
+
+def test_flags_override_the_environment(env: dict[str, str], emu: EmulatorThread) -> None:
+    # Nothing in the environment: every setting from flags, before or after the subcommand.
+    result = run_cli(
+        "installations",
+        "list",
+        "--limit",
+        "1",
+        "--app-id",
+        emu.app.app_id,
+        "--private-key-path",
+        str(emu.key_path),
+        "--base-url",
+        emu.url,
+        env=child_env(),
+    )
+    assert ok_json(result)["pagination"]["total"] == 12
+
+
+@pytest.mark.parametrize(
+    ("override", "fragments"),
+    [
+        ({"ICR_PRIVATE_KEY_PATH": "/nonexistent/key.pem"}, ["private key file not found"]),
+        ({"ICR_PRIVATE_KEY_PATH": ""}, ["no private key", "ICR_PRIVATE_KEY_PATH"]),
+        ({"ICR_BASE_URL": "ftp://example.com"}, ["http:// or https://", "ICR_BASE_URL"]),
+        ({"ICR_API_VERSION": "latest"}, ["release date", "ICR_API_VERSION"]),
+    ],
+)
+def test_configuration_errors_exit_2(
+    override: dict[str, str], fragments: list[str], env: dict[str, str]
+) -> None:
+    result = run_cli("token", "app", env=dict(env, **override))
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert_one_line_error(result.stderr, *fragments)
+
+
+def test_unreachable_server_is_exit_1_with_a_hint(env: dict[str, str]) -> None:
+    result = run_cli("installations", "list", env=dict(env, ICR_BASE_URL="http://127.0.0.1:9"))
+    assert result.returncode == 1
+    assert_one_line_error(result.stderr, "cannot connect", "icr-async emulator")
+
+
+def test_sandbox_and_base_url_conflict(env: dict[str, str]) -> None:
+    result = run_cli("token", "app", "--sandbox", "--base-url", "https://example.com", env=env)
+    assert result.returncode == 2
+    assert_one_line_error(result.stderr, "sandbox")
+
+
+def test_debug_shows_traceback_and_log_but_no_secret(
+    env: dict[str, str], other_private_key_pem: str, tmp_path: Path
+) -> None:
+    wrong = tmp_path / "wrong.pem"
+    wrong.write_text(other_private_key_pem)
+    result = run_cli(
+        "--debug", "token", "installation", "x", env=dict(env, ICR_PRIVATE_KEY_PATH=str(wrong))
+    )
+    assert result.returncode == 1
+    assert "Traceback (most recent call last)" in result.stderr
+    assert "AuthenticationError" in result.stderr
+    assert "signed a new app JWT" in result.stderr  # the SDK's debug log
+    assert result.stderr.splitlines()[-1].startswith("icr-async: error: 401")
+    assert_no_secret(result.stderr)
+    assert_no_secret(result.stdout)
+
+
+def test_debug_after_the_subcommand_and_on_success(
+    env: dict[str, str], emu: EmulatorThread
+) -> None:
+    inst = emu.installation_ids[3]
+    result = run_cli("token", "installation", inst, "--debug", env=env)
+    assert result.returncode == 0
+    assert "minted a token" in result.stderr
+    # The token is on stdout (its job) and only there.
+    token = json.loads(result.stdout)["token"]
+    assert token not in result.stderr
+    assert_no_secret(result.stderr)
+
+
+# -- in-process: the same code, measured by coverage ----------------------------------------
+
+
+@pytest.fixture
+def in_process(emu: EmulatorThread, monkeypatch: pytest.MonkeyPatch) -> EmulatorThread:
+    """``cli.main`` in this process, with the environment pointing at the emulator."""
+    for name in list(os.environ):
+        if name.startswith("ICR_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("ICR_APP_ID", emu.app.app_id)
+    monkeypatch.setenv("ICR_PRIVATE_KEY_PATH", str(emu.key_path))
+    monkeypatch.setenv("ICR_BASE_URL", emu.url)
+    return emu
+
+
+def test_in_process_commands(
+    in_process: EmulatorThread, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    emu = in_process
+    inst = emu.emulator.installations(emu.app.app_id)[0]
+    out = tmp_path / "x.jsonl"
+    runs: list[tuple[list[str], int, str]] = [
+        (["installations", "list", "--limit", "2"], 0, '"installations"'),
+        (["installations", "list", "--format", "table"], 0, "ORGANIZATION"),
+        (["installations", "get", inst["id"]], 0, inst["id"]),
+        (["installations", "export", "--page-size", "7"], 0, inst["id"]),
+        (["installations", "export", "--out", str(out)], 0, ""),
+        (["token", "app"], 0, '"token"'),
+        (["token", "installation", inst["id"], "--raw"], 0, "crs_"),
+        (["request", "GET", "/projects", "--param", "limit=1"], 0, '"projects"'),
+        (["request", "GET", "/app/installations/" + inst["id"]], 0, inst["id"]),
+        (
+            [
+                "request",
+                "GET",
+                f"/organizations/{inst['organization']['id']}",
+                "--installation",
+                inst["id"],
+            ],
+            0,
+            "fullName",
+        ),
+        (["key", "fingerprint", "--raw"], 0, "SHA256:"),
+        (["key", "check"], 0, '"ok": true'),
+        (["installations", "get", "nope"], 1, "no installation with that id"),
+        (["request", "GET", "/organizations/nope", "--installation", inst["id"]], 1, "403"),
+        (["token", "revoke", "crs_" + "0" * 48], 1, "already revoked"),
+        (["request", "GET", "/projects", "--data", "[1,"], 2, "not valid JSON"),
+        (["--sandbox", "token", "app", "--base-url", "http://127.0.0.1:1"], 2, "sandbox"),
+        (["installations", "list", "--limit", "1000"], 1, "malformed"),
+        ([], 2, "usage:"),
+    ]
+    for args, status, fragment in runs:
+        assert cli.main(args) == status, args
+        captured = capsys.readouterr()
+        assert fragment in (captured.out if status == 0 else captured.err), (args, captured)
+    assert len(out.read_text().splitlines()) == 12
+
+
+def test_in_process_error_hints(
+    in_process: EmulatorThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    emu = in_process
+    faults = emu.emulator.faults
+    cases: list[tuple[Fault, str]] = [
+        (Fault(method="GET", path="/app/installations", status=500, times=3), "try again later"),
+        (Fault(method="GET", path="/app/installations", action="nonjson", times=1), "--debug"),
+        (Fault(method="GET", path="/app/installations", status=403, times=1), "permissions"),
+        (
+            Fault(method="GET", path="/app/installations", status=429, retry_after="120", times=1),
+            "try again in 120 s",
+        ),
+        (Fault(method="GET", path="/app/installations", status=429, times=3), "try again later"),
+        (Fault(method="GET", path="/app/installations", status=400, times=1), "malformed"),
+    ]
+    for fault, hint in cases:
+        faults.add(fault)
+        try:
+            assert cli.main(["installations", "list"]) == 1
+        finally:
+            faults.remove(fault)
+        err = capsys.readouterr().err
+        assert hint in err, (fault, err)
+        assert len(err.splitlines()) == 1
+
+
+def test_in_process_export_without_page_count_walks_pages(
+    in_process: EmulatorThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    emu = in_process
+    first = emu.emulator.installations(emu.app.app_id)[:5]
+    # The first page answers without pagination: the export falls back to the SDK iterator.
+    fault = emu.emulator.faults.add(
+        Fault(
+            method="GET",
+            path="/app/installations",
+            status=200,
+            body={"installations": first},
+            times=1,
+        )
+    )
+    try:
+        assert cli.main(["installations", "export", "--page-size", "5"]) == 0
+    finally:
+        emu.emulator.faults.remove(fault)
+    ids = [json.loads(line)["id"] for line in capsys.readouterr().out.splitlines()]
+    assert ids == emu.installation_ids
+
+
+def _page(current: int | None, count: int | None, asked: int = 0) -> Page[Installation]:
+    pagination = Pagination(current_page=current, page_count=count)
+    return Page(items=(), pagination=pagination, page=asked, limit=10)
+
+
+def test_remaining_pages_reads_either_numbering() -> None:
+    assert cli._remaining_pages(_page(0, 4)) == range(1, 4)
+    assert cli._remaining_pages(_page(1, 4)) == range(2, 5)  # 1-based server
+    assert cli._remaining_pages(_page(None, 4)) is None
+    assert cli._remaining_pages(_page(7, 4)) is None
+    assert cli._remaining_pages(Page(items=(), pagination=None, page=0, limit=10)) is None
+    with pytest.raises(PaginationError):
+        cli._remaining_pages(_page(0, cli.MAX_EXPORT_PAGES + 1))
+
+
+def test_progress_draws_only_on_a_terminal() -> None:
+    class Terminal:
+        def __init__(self, tty: bool) -> None:
+            self.tty = tty
+            self.text = ""
+
+        def isatty(self) -> bool:
+            return self.tty
+
+        def write(self, text: str) -> int:
+            self.text += text
+            return len(text)
+
+        def flush(self) -> None:
+            pass
+
+    on, off = Terminal(True), Terminal(False)
+    for stream in (on, off):
+        progress = cli._Progress(stream)  # type: ignore[arg-type]
+        progress.update(1, 4)
+        progress.update(3, None)
+        progress.finish("done")
+    assert on.text == "\r[#######.......................] 1/4 pages\r3 pages\ndone\n"
+    assert off.text == ""
