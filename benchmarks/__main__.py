@@ -8,7 +8,6 @@ scenario for a smoke run; the defaults are the published numbers.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import platform
@@ -78,12 +77,18 @@ def main(argv: list[str] | None = None) -> int:
             from . import bench_soak
 
             results[name] = bench_soak.run(requests=10_000 if quick else 100_000)
-        else:
-            # Scenarios contributed as standalone modules with a run(quick=...) entry point.
-            module = importlib.import_module(
-                f".bench_{'blocking' if name == 'blocking' else 'fleet'}", __package__
+        elif name == "blocking":
+            from . import bench_blocking
+
+            results[name] = bench_blocking.run(
+                rounds=3 if quick else 6,
+                calls=500 if quick else 2000,
+                thread_calls=1600 if quick else 6400,
             )
-            results[name] = module.run(quick=quick)
+        else:
+            from . import bench_fleet
+
+            results[name] = bench_fleet.run(workers=(1, 4) if quick else (1, 4, 8))
         print(f"\n({name}: {time.perf_counter() - t0:.0f} s)")
     results["total_seconds"] = time.perf_counter() - started
     out = Path(args.json)

@@ -11,6 +11,7 @@ import threading
 import time
 from typing import Protocol
 
+
 class Clock(Protocol):
     """Any zero-argument callable returning the current POSIX time in seconds.
 
@@ -21,6 +22,7 @@ class Clock(Protocol):
     def __call__(self) -> float:
         """The current time, POSIX seconds."""
         ...
+
 
 system_clock: Clock = time.time
 """The real wall clock."""

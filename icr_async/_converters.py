@@ -264,7 +264,7 @@ def _fast_fn(cls: type[Any]) -> Callable[[Any], Any] | None:
         "_Slow": _Slow,
         "_M": _MISSING,
         "_dt": parse_datetime,
-        "_Permissions": Permissions,
+        "_Permissions": Permissions._from_json,
         "_cls": cls,
         "dict": dict,
         "type": type,
@@ -342,7 +342,9 @@ def _fast_fn(cls: type[Any]) -> Callable[[Any], Any] | None:
                 f"{indent}{var} = _Permissions({var})",
             ]
         elif getattr(typ, "__origin__", None) is tuple:
-            item_type = typ.__args__[0] if len(typ.__args__) == 2 and typ.__args__[1] is Ellipsis else None
+            item_type = (
+                typ.__args__[0] if len(typ.__args__) == 2 and typ.__args__[1] is Ellipsis else None
+            )
             if item_type is Any:
                 check = [
                     f"{indent}if type({var}) is not list:",

@@ -16,7 +16,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import aiohttp
-import attrs
 
 from ._config import Timeouts
 from .errors import (
@@ -32,13 +31,19 @@ __all__ = ["RawResponse", "Transport"]
 _ABANDONED_AFTER_FORK: list[aiohttp.ClientSession] = []
 
 
-@attrs.frozen(slots=True)
 class RawResponse:
     """Status, headers (case-insensitive) and body bytes of one HTTP answer."""
 
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
+    # A plain slotted class: made once per request, and attrs' frozen __init__ costs more.
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def __repr__(self) -> str:
+        return f"<RawResponse {self.status}, {len(self.body)} bytes>"
 
 
 class Transport:

@@ -17,6 +17,7 @@ import asyncio
 import json as jsonlib
 import logging
 import os
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol, TypeVar
@@ -192,17 +193,24 @@ class _TokenAuth:
         return True
 
 
+# One scan for everything a caller-supplied path must not contain: a scheme or authority
+# ("://", a leading "//"), backslashes, whitespace or control characters, "." / ".." segments
+# (also percent-encoded: yarl would decode and resolve "%2e%2e").
+_BAD_PATH_RE = re.compile(r"://|\\|[\x00-\x20\x7f]|/(?:\.|%2e){1,2}(?:/|$)", re.IGNORECASE)
+
+
 def _check_path(path: str) -> str:
     if not isinstance(path, str) or not path.startswith("/") or path.startswith("//"):
         raise InvalidArgumentError(
             f"path must be an absolute API path like '/organizations/ID', got {path!r}"
         )
-    if "://" in path or "\\" in path or any(c in path for c in "\r\n\t "):
+    bad = _BAD_PATH_RE.search(path)
+    if bad is not None:
+        if bad.group(0).startswith("/"):
+            raise InvalidArgumentError(f"path {path!r} must not contain '.' or '..' segments")
         raise InvalidArgumentError(
             f"path {path!r} contains characters that are not allowed in a path"
         )
-    if "/../" in path + "/" or "/./" in path + "/":
-        raise InvalidArgumentError(f"path {path!r} must not contain '.' or '..' segments")
     return path
 
 

@@ -77,6 +77,17 @@ class Permissions(Mapping[str, str]):
     def __init__(self, levels: Mapping[str, str] | None = None) -> None:
         self._levels: dict[str, str] = {str(k): str(v) for k, v in (levels or {}).items()}
 
+    @classmethod
+    def _from_json(cls, levels: dict[str, Any]) -> Permissions:
+        # The decoding fast path: JSON object keys are always str, so only the levels need a
+        # look; a copy keeps the object independent of the parsed response.
+        for level in levels.values():
+            if type(level) is not str:
+                return cls(levels)
+        obj = cls.__new__(cls)
+        obj._levels = dict(levels)
+        return obj
+
     def __getitem__(self, name: str) -> str:
         return self._levels[name]
 
@@ -343,16 +354,11 @@ class Inventory:
 
 
 @attrs.frozen(kw_only=True)
-class WarehouseInventory:
-    """``GET /organizations/{id}/warehouse/inventory``: credits available to reserve."""
+class WarehouseInventory(Inventory):
+    """``GET /organizations/{id}/warehouse/inventory``: credits available to reserve.
 
-    credits: tuple[Credit, ...] = ()
-    organization_id: str | None = None
-    extra: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
-
-    def credit(self, credit_id: str) -> Credit | None:
-        """The holding of ``credit_id``, or ``None`` when the warehouse has none."""
-        return next((c for c in self.credits if c.id == credit_id), None)
+    The same shape as ``Inventory``; a class of its own so the two are never confused.
+    """
 
 
 @attrs.frozen(kw_only=True)

@@ -118,7 +118,9 @@ async def test_install_webhook_then_reserve_and_retire(
 
 def _doc_code() -> str:
     text = README.read_text(encoding="utf-8")
-    section = text.split("<!-- complete-app:start -->", 1)[1].split("<!-- complete-app:end -->", 1)[0]
+    section = text.split("<!-- complete-app:start -->", 1)[1].split("<!-- complete-app:end -->", 1)[
+        0
+    ]
     blocks = re.findall(r"^```python\n(.*?)^```$", section, re.M | re.S)
     assert len(blocks) == 1, "the README's complete-app section must hold exactly one python block"
     return str(blocks[0])

@@ -324,7 +324,19 @@ async def test_generic_request_with_app_jwt(
 
 
 @pytest.mark.parametrize(
-    "path", ["app/installations", "//evil.example/x", "https://evil.example/", "/a/../b", "/a b"]
+    "path",
+    [
+        "app/installations",
+        "//evil.example/x",
+        "https://evil.example/",
+        "/a/../b",
+        "/a b",
+        "/a/./b",
+        "/a/%2e%2E/b",
+        "/a\\b",
+        "/a\tb",
+        "/a/..",
+    ],
 )
 async def test_generic_request_refuses_bad_paths(client: AsyncICRClient, path: str) -> None:
     with pytest.raises(InvalidArgumentError):

@@ -1,0 +1,632 @@
+"""``RedisTokenCache``: one installation token per refresh for a whole fleet of workers.
+
+Install with ``pip install 'icr-async[redis]'`` and pass it as ``token_cache=``::
+
+    import redis.asyncio as redis
+    from icr_async import AsyncICRClient, PrivateKey
+    from icr_async.contrib.redis import RedisTokenCache
+
+    key = PrivateKey.from_path("app.pem")
+    cache = RedisTokenCache(redis.Redis(host="127.0.0.1"), derive_from=key)
+    async with AsyncICRClient(app_id, key, token_cache=cache) as client:
+        ...
+
+How it fits together:
+
+* The client always keeps its own in-process cache (``MemoryTokenCache``) in front of this
+  one, so a warm worker serves tokens from memory and does not ask Redis on every request;
+  Redis is consulted only on a local miss or when a token nears its refresh margin.
+* Keys are ``{namespace}:tok:v1:{scope}:{installation}`` where ``scope`` is a SHA-256 of
+  app id, base URL and key fingerprint: two apps, environments or keys never share an entry,
+  and no key name carries anything but a hash and the installation id.
+* An entry lives in Redis for the token's life minus the refresh margin (the ``ttl`` the
+  token manager passes), so Redis drops a token exactly when workers stop serving it.
+* Values are AES-256-GCM ciphertexts of ``{token, expires_at, installation_id,
+  organization_id, minted_at}`` under a key the user supplies or one derived (HKDF-SHA256)
+  from the app's private key. The Redis key name is associated data, so a ciphertext copied
+  under another installation's name does not decrypt. A Redis dump leaks no token.
+* Single flight across processes: the worker that misses takes a lease (``SET NX PX`` with a
+  random owner value), renews it while it mints, and releases it only if it still owns it
+  (a Lua compare-and-delete). A worker that dies loses the lease within ``lease_ttl``.
+  Workers that find the lease taken poll with a bounded, jittered backoff and stop waiting as
+  soon as a *new* entry appears, so they do not mint. Polling rather than pub/sub: a waiter
+  needs no dedicated connection and cannot miss a wake-up across a reconnect.
+* Redis down, slow or flushed never fails a request: every Redis call is bounded by
+  ``op_timeout``; a failure raises ``SharedCacheUnavailableError``, which the token manager
+  answers by minting locally. A circuit breaker then skips Redis for ``retry_after``
+  seconds (so requests do not each wait for a timeout), after which a single call probes it
+  and sharing resumes. Warnings are rate-limited to one per ``log_interval``.
+
+Expiry is stored as an absolute POSIX time, so machines sharing one Redis need clocks that
+agree to well within the refresh margin (NTP does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import hashlib
+import hmac
+import json
+import logging
+import math
+import os
+import random
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+try:
+    import redis.asyncio as aioredis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+    from redis.exceptions import RedisError
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        "icr_async.contrib.redis needs redis-py: pip install 'icr-async[redis]'"
+    ) from exc
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from .._keys import KeySource, PrivateKey, load_private_key
+from ..errors import ConfigurationError, ICRError
+from ..models import Token
+
+__all__ = ["RedisCacheStats", "RedisTokenCache", "SharedCacheUnavailableError"]
+
+logger = logging.getLogger("icr_async")
+
+_FORMAT_V1 = b"\x01"
+_TAG_LEN = 16
+_NONCE_LEN = 12
+_HEADER_LEN = 1 + _TAG_LEN + _NONCE_LEN
+_HKDF_SALT = b"icr-async redis token cache"
+# Installation ids are UUIDs or integers; anything else is hashed so a key name stays tame.
+_PLAIN_ID = re.compile(r"[A-Za-z0-9@._-]{1,100}")
+_NAMESPACE = re.compile(r"[A-Za-z0-9:._-]{1,64}")
+
+# Take the lease unless a new entry appeared since the first look.
+# KEYS: entry, lease. ARGV: owner, lease ms, entry as first seen, "1" on the first look.
+# Returns {1, entry} when the lease is ours, {2, entry} when another owner holds it,
+# {0, ""} when the entry changed since the first look (someone stored a new token).
+_ACQUIRE = """
+local v = redis.call('GET', KEYS[1]) or ''
+if ARGV[4] == '0' and v ~= '' and v ~= ARGV[3] then
+  return {0, ''}
+end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {1, v}
+end
+return {2, v}
+"""
+# Only the owner may release or extend its lease: a holder that was too slow must not
+# delete the lease a successor took over.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+# Drop an entry only if it still holds the refused token, told by the keyed tag that follows
+# the format byte (the token itself is never readable by Redis).
+_DELETE_IF = """
+local v = redis.call('GET', KEYS[1])
+if v and string.sub(v, 2, 17) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+_REDIS_FAILURES = (RedisError, OSError, asyncio.TimeoutError)
+
+
+class SharedCacheUnavailableError(ICRError):
+    """Redis could not be used for this call (down, slow, or the lease wait ran out).
+
+    The client never lets it reach a request: it mints locally instead. It is raised to
+    whoever calls the cache directly.
+    """
+
+
+class RedisCacheStats:
+    """Counters a ``RedisTokenCache`` keeps (no secrets in here)."""
+
+    __slots__ = (
+        "breaker_trips",
+        "commands",
+        "deletes",
+        "errors",
+        "hits",
+        "lease_contended",
+        "lease_timeouts",
+        "leases",
+        "misses",
+        "recoveries",
+        "sets",
+        "short_circuits",
+        "undecryptable",
+        "woken",
+    )
+
+    def __init__(self) -> None:
+        self.commands = 0
+        """Round trips sent to Redis (scripts included)."""
+        self.hits = 0
+        self.misses = 0
+        self.sets = 0
+        self.deletes = 0
+        self.leases = 0
+        """Leases taken: this process had the right to mint."""
+        self.lease_contended = 0
+        """Lease requests that found another owner and had to wait."""
+        self.woken = 0
+        """Waits that ended because another process stored a new token (no mint here)."""
+        self.lease_timeouts = 0
+        self.errors = 0
+        """Redis calls that failed (refused, reset, timed out)."""
+        self.breaker_trips = 0
+        self.short_circuits = 0
+        """Calls answered "unavailable" at once while the breaker was open."""
+        self.recoveries = 0
+        self.undecryptable = 0
+        """Entries that did not decrypt (another key, or tampered) and were ignored."""
+
+    def as_dict(self) -> dict[str, int]:
+        """A plain snapshot, e.g. for metrics."""
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def __repr__(self) -> str:
+        fields = " ".join(f"{k}={v}" for k, v in self.as_dict().items())
+        return f"<RedisCacheStats {fields}>"
+
+
+def _hkdf(material: bytes, info: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=_HKDF_SALT, info=info).derive(material)
+
+
+def _private_der(key: PrivateKey) -> bytes:
+    raw = key.jwk.private_key
+    if raw is None:  # pragma: no cover - PrivateKey always wraps a private key
+        raise ConfigurationError("derive_from needs a private key")
+    return raw.private_bytes(
+        serialization.Encoding.DER,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _positive(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigurationError(f"{name} must be a positive number of seconds, got {value!r}")
+    if math.isinf(value):
+        raise ConfigurationError(f"{name} must be finite")
+    return float(value)
+
+
+class RedisTokenCache:
+    """A ``TokenCache`` in Redis, shared by every process of a fleet, encrypted at rest.
+
+    ``redis``: a ``redis.asyncio.Redis`` (with ``decode_responses=False``, the default) or a
+    URL such as ``"redis://127.0.0.1:6379/0"``; a client built from a URL is closed by
+    :meth:`aclose`.
+
+    Exactly one of ``encryption_key`` (32 random bytes, the same for every worker, e.g. from
+    your secret store) or ``derive_from`` (the app's private key, as a ``PrivateKey`` or
+    anything ``AsyncICRClient`` accepts as a key) encrypts the entries.
+
+    ``lease_ttl``: how long a lease outlives a holder that died (renewed while it mints).
+    ``op_timeout``: the most one Redis call may take before the worker mints locally.
+    ``retry_after``: how long Redis is left alone after a failure before one call probes it.
+    ``poll_min``/``poll_max``: the backoff bounds of a worker waiting for another's mint.
+    ``log_interval``: at most one warning about Redis per this many seconds.
+    """
+
+    def __init__(
+        self,
+        redis: aioredis.Redis | str,
+        *,
+        encryption_key: bytes | None = None,
+        derive_from: KeySource | None = None,
+        namespace: str = "icr",
+        lease_ttl: float = 5.0,
+        op_timeout: float = 0.5,
+        retry_after: float = 5.0,
+        poll_min: float = 0.01,
+        poll_max: float = 0.2,
+        log_interval: float = 60.0,
+    ) -> None:
+        if (encryption_key is None) == (derive_from is None):
+            raise ConfigurationError(
+                "RedisTokenCache needs exactly one of encryption_key= (32 bytes) or "
+                "derive_from= (the app's private key): tokens are never stored in clear text"
+            )
+        if encryption_key is not None:
+            if not isinstance(encryption_key, (bytes, bytearray)) or len(encryption_key) != 32:
+                raise ConfigurationError(
+                    "encryption_key must be 32 random bytes (e.g. secrets.token_bytes(32))"
+                )
+            material = bytes(encryption_key)
+        else:
+            assert derive_from is not None
+            key = (
+                derive_from
+                if isinstance(derive_from, PrivateKey)
+                else load_private_key(derive_from, env=False)
+            )
+            material = _hkdf(_private_der(key), b"icr-async/v1/private-key")
+        if not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace):
+            raise ConfigurationError(
+                "namespace must be 1-64 characters of letters, digits and ':._-'"
+            )
+        self.namespace = namespace
+        self.lease_ttl = _positive("lease_ttl", lease_ttl)
+        self.op_timeout = _positive("op_timeout", op_timeout)
+        self.retry_after = _positive("retry_after", retry_after)
+        self.poll_min = _positive("poll_min", poll_min)
+        self.poll_max = max(self.poll_min, _positive("poll_max", poll_max))
+        self.log_interval = float(log_interval)
+        self._aead = AESGCM(_hkdf(material, b"icr-async/v1/aes-256-gcm"))
+        self._tag_key = _hkdf(material, b"icr-async/v1/token-tag")
+        del material
+
+        if isinstance(redis, str):
+            # The socket timeouts are only a backstop: op_timeout is enforced per call by
+            # _bounded, which does not mistake a stalled loop for a slow Redis.
+            backstop = max(5.0, 10 * self.op_timeout)
+            self._redis = aioredis.Redis.from_url(
+                redis,
+                socket_timeout=backstop,
+                socket_connect_timeout=backstop,
+                # One immediate retry reconnects a pooled connection Redis dropped (a
+                # restart); longer backoffs are the circuit breaker's job.
+                retry=Retry(NoBackoff(), 1),
+            )
+            self._owns_client = True
+        elif isinstance(redis, aioredis.Redis):
+            if redis.connection_pool.connection_kwargs.get("decode_responses"):
+                raise ConfigurationError(
+                    "the Redis client must have decode_responses=False: entries are binary"
+                )
+            self._redis = redis
+            self._owns_client = False
+        else:
+            raise ConfigurationError("redis must be a redis.asyncio.Redis client or a URL")
+
+        self._acquire_script = self._redis.register_script(_ACQUIRE)
+        self._release_script = self._redis.register_script(_RELEASE)
+        self._renew_script = self._redis.register_script(_RENEW)
+        self._delete_script = self._redis.register_script(_DELETE_IF)
+        self.stats = RedisCacheStats()
+        self._down_until = 0.0
+        self._down_since = 0.0
+        self._probing = False
+        self._last_warning = -math.inf
+        self._suppressed = 0
+
+    # ------------------------------------------------------------------ the protocol
+
+    async def get(self, key: str) -> Token | None:
+        """``TokenCache.get``: the token stored for ``key``, or ``None``.
+
+        An entry that does not decrypt (another encryption key, or tampered) counts as a
+        miss, with a warning.
+        """
+        name = self.redis_key(key)
+        raw = await self._op(functools.partial(self._redis.get, name))
+        if raw is None:
+            self.stats.misses += 1
+            return None
+        token = self._open(name, bytes(raw))
+        if token is None:
+            self.stats.misses += 1
+        else:
+            self.stats.hits += 1
+        return token
+
+    async def set(self, key: str, token: Token, *, ttl: float) -> None:
+        """``TokenCache.set``: store ``token`` for ``ttl`` seconds (nothing if ``ttl`` <= 0)."""
+        ms = int(ttl * 1000)
+        if ms <= 0:
+            return
+        name = self.redis_key(key)
+        blob = self._seal(name, token)
+        await self._op(functools.partial(self._redis.set, name, blob, px=ms))
+        self.stats.sets += 1
+
+    async def delete(self, key: str, *, token: str | None = None) -> None:
+        """``TokenCache.delete``: drop the entry (only if it still holds ``token``, when given)."""
+        name = self.redis_key(key)
+        if token is None:
+            await self._op(functools.partial(self._redis.delete, name))
+        else:
+            await self._op(
+                functools.partial(self._delete_script, keys=[name], args=[self._tag(name, token)])
+            )
+        self.stats.deletes += 1
+
+    def lease(self, key: str, *, ttl: float) -> AbstractAsyncContextManager[None]:
+        """``TokenCache.lease``: the right to mint ``key`` across every process.
+
+        Waits (bounded by ``ttl``) while another process holds the lease, and returns
+        *without* the lease as soon as that process stores a new entry: the caller re-checks
+        the cache and finds it. Raises ``SharedCacheUnavailableError`` if Redis fails or the
+        wait runs out, so the caller mints locally. The lease itself lasts ``lease_ttl`` and
+        is renewed while held, for at most ``ttl`` seconds in all.
+        """
+        return self._lease(key, ttl)
+
+    # ------------------------------------------------------------------- extras
+
+    def redis_key(self, key: str) -> str:
+        """The Redis key name for a token-manager key (``app|base_url|fingerprint|install``).
+
+        Everything but the installation id is hashed: no secret and no configuration shows
+        in a key name, and each app, environment and key gets its own keyspace.
+        """
+        scope, _, installation = key.rpartition("|")
+        digest = hashlib.sha256(scope.encode("utf-8")).hexdigest()[:16]
+        if not _PLAIN_ID.fullmatch(installation):
+            # '#' never appears in a plain id, so a hashed id cannot collide with one.
+            installation = "#" + hashlib.sha256(installation.encode("utf-8")).hexdigest()[:32]
+        return f"{self.namespace}:tok:v1:{digest}:{installation}"
+
+    @property
+    def available(self) -> bool:
+        """False while the circuit breaker keeps Redis out of the way after a failure."""
+        return self._down_until == 0.0
+
+    async def ping(self) -> bool:
+        """Whether Redis answers now (also closes the breaker when it does)."""
+        try:
+            return bool(await self._op(self._redis.ping))
+        except SharedCacheUnavailableError:
+            return False
+
+    async def aclose(self) -> None:
+        """Close the Redis client if this cache built it from a URL (idempotent)."""
+        if self._owns_client:
+            await self._redis.aclose()
+
+    def __repr__(self) -> str:
+        state = "available" if self.available else "unavailable"
+        return f"<RedisTokenCache namespace={self.namespace!r} {state}>"
+
+    # ------------------------------------------------------------ encryption at rest
+
+    def _tag(self, name: str, token: str) -> bytes:
+        message = name.encode("utf-8") + b"\x00" + token.encode("utf-8")
+        return hmac.new(self._tag_key, message, hashlib.sha256).digest()[:_TAG_LEN]
+
+    def _seal(self, name: str, token: Token) -> bytes:
+        payload = json.dumps(
+            {
+                "token": token.token,
+                "expires_at": token.expires_at,
+                "installation_id": token.installation_id,
+                "organization_id": token.organization_id,
+                "minted_at": token.minted_at,
+            },
+            separators=(",", ":"),
+        ).encode("utf-8")
+        tag = self._tag(name, token.token)
+        nonce = os.urandom(_NONCE_LEN)
+        # The key name and the tag are authenticated too: an entry moved under another
+        # installation's name, or a tag edited to dodge a delete, fails to decrypt.
+        sealed = self._aead.encrypt(nonce, payload, name.encode("utf-8") + tag)
+        return _FORMAT_V1 + tag + nonce + sealed
+
+    def _open(self, name: str, raw: bytes) -> Token | None:
+        if len(raw) <= _HEADER_LEN or raw[:1] != _FORMAT_V1:
+            self._undecryptable("an unknown format")
+            return None
+        tag = raw[1 : 1 + _TAG_LEN]
+        nonce = raw[1 + _TAG_LEN : _HEADER_LEN]
+        try:
+            payload = self._aead.decrypt(nonce, raw[_HEADER_LEN:], name.encode("utf-8") + tag)
+        except InvalidTag:
+            self._undecryptable("another encryption key, or was tampered with")
+            return None
+        try:
+            data = json.loads(payload)
+            return Token(
+                token=str(data["token"]),
+                expires_at=float(data["expires_at"]),
+                installation_id=data.get("installation_id"),
+                organization_id=data.get("organization_id"),
+                minted_at=float(data.get("minted_at") or 0.0),
+            )
+        except (ValueError, KeyError, TypeError):
+            self._undecryptable("a payload this version cannot read")
+            return None
+
+    def _undecryptable(self, why: str) -> None:
+        self.stats.undecryptable += 1
+        self._warn("an entry in the Redis token cache has %s; ignoring it", why)
+
+    # ------------------------------------------------------------------- the lease
+
+    @contextlib.asynccontextmanager
+    async def _lease(self, key: str, ttl: float) -> AsyncIterator[None]:
+        name = self.redis_key(key)
+        lease_name = name + ":lease"
+        owner = secrets.token_hex(16)
+        budget = ttl if ttl > 0 else self.lease_ttl
+        hold_ms = max(1, int(min(self.lease_ttl, budget) * 1000))
+        if not await self._acquire(name, lease_name, owner, hold_ms, budget):
+            yield  # another process stored a new token while we waited: no lease needed
+            return
+        renewer = asyncio.get_running_loop().create_task(
+            self._renew(lease_name, owner, hold_ms, budget)
+        )
+        try:
+            yield
+        finally:
+            renewer.cancel()
+            # asyncio.wait, not await: it neither raises the renewer's cancellation nor
+            # swallows a cancellation of this task.
+            await asyncio.wait([renewer])
+            # Best effort: if Redis is gone the lease simply expires on its own.
+            with contextlib.suppress(SharedCacheUnavailableError):
+                await self._op(
+                    functools.partial(self._release_script, keys=[lease_name], args=[owner])
+                )
+
+    async def _acquire(
+        self, name: str, lease_name: str, owner: str, hold_ms: int, budget: float
+    ) -> bool:
+        """True: the lease is ours. False: a new entry appeared while another held it."""
+        deadline = time.monotonic() + budget
+        delay = self.poll_min
+        seen = b""
+        first = True
+        while True:  # bounded by the deadline below
+            reply = await self._op(
+                functools.partial(
+                    self._acquire_script,
+                    keys=[name, lease_name],
+                    args=[owner, hold_ms, seen, "1" if first else "0"],
+                )
+            )
+            code = int(reply[0])
+            if code == 1:
+                self.stats.leases += 1
+                return True
+            if code == 0:
+                self.stats.woken += 1
+                return False
+            if first:
+                self.stats.lease_contended += 1
+                seen = bytes(reply[1])
+                first = False
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self.stats.lease_timeouts += 1
+                raise SharedCacheUnavailableError(
+                    f"another worker held the token lease for more than {budget:.0f} s"
+                )
+            # Jitter spreads the waiters of many processes so they do not poll in step.
+            await asyncio.sleep(min(remaining, delay * random.uniform(0.5, 1.0)))
+            delay = min(delay * 2, self.poll_max)
+
+    async def _renew(self, lease_name: str, owner: str, hold_ms: int, budget: float) -> None:
+        """Keep a held lease alive while the mint runs, for ``budget`` seconds at most."""
+        interval = hold_ms / 3000
+        stop = time.monotonic() + budget - hold_ms / 1000
+        while time.monotonic() + interval <= stop:  # bounded: the budget is finite
+            await asyncio.sleep(interval)
+            try:
+                kept = await self._op(
+                    functools.partial(self._renew_script, keys=[lease_name], args=[owner, hold_ms])
+                )
+            except SharedCacheUnavailableError:
+                return  # the lease lapses by itself; the mint goes on
+            if not kept:
+                return  # flushed or taken over: nothing of ours to extend
+
+    # ------------------------------------------------- failure handling and breaker
+
+    async def _op(self, call: Callable[[], Any]) -> Any:
+        """One Redis round trip, bounded by ``op_timeout`` and guarded by the breaker."""
+        probe = self._enter()
+        self.stats.commands += 1
+        try:
+            result = await self._bounded(call)
+        except _REDIS_FAILURES as exc:
+            self._trip(exc)
+            raise SharedCacheUnavailableError(
+                f"Redis token cache unavailable ({type(exc).__name__})"
+            ) from exc
+        finally:
+            if probe:
+                self._probing = False
+        if self._down_until:
+            self._recover()
+        return result
+
+    async def _bounded(self, call: Callable[[], Any]) -> Any:
+        """Await ``call()`` for at most ``op_timeout`` of *this loop's* responsive time.
+
+        A plain ``wait_for`` also counts time this process spent unable to run: with more
+        busy workers than cores a loop can stall for most of a second, and the reply, long
+        arrived, loses the race to the timer. Measured: 8 workers on 2 cores took that for
+        an outage and minted 2-5 tokens per installation. So the budget is spent in four
+        steps and a step that overran (the loop was stalled) is charged only 1.5 steps.
+        """
+        task = asyncio.ensure_future(call())
+        step = self.op_timeout / 4
+        charged = 0.0
+        loop = asyncio.get_running_loop()
+        try:
+            while True:  # bounded: every pass charges at least one step of the budget
+                started = loop.time()
+                await asyncio.wait((task,), timeout=step)
+                if task.done():
+                    return task.result()
+                charged += min(max(loop.time() - started, step), 1.5 * step)
+                if charged >= self.op_timeout - 1e-9:
+                    raise asyncio.TimeoutError
+        finally:
+            if not task.done():
+                task.cancel()
+
+    def _enter(self) -> bool:
+        """Refuse at once while the breaker is open; let exactly one call probe after."""
+        if not self._down_until:
+            return False
+        if time.monotonic() < self._down_until or self._probing:
+            self.stats.short_circuits += 1
+            raise SharedCacheUnavailableError(
+                "Redis token cache unavailable (recent failure); minting locally"
+            )
+        self._probing = True
+        return True
+
+    def _trip(self, exc: BaseException) -> None:
+        self.stats.errors += 1
+        now = time.monotonic()
+        if not self._down_until:
+            self.stats.breaker_trips += 1
+            self._down_since = now
+        self._down_until = now + self.retry_after
+        # The type only: a Redis error's text can carry host names or configuration.
+        self._warn(
+            "Redis token cache unavailable (%s); minting tokens locally, next try in %.1f s",
+            type(exc).__name__,
+            self.retry_after,
+        )
+
+    def _recover(self) -> None:
+        self.stats.recoveries += 1
+        logger.info(
+            "Redis token cache is back after %.1f s; sharing tokens again",
+            time.monotonic() - self._down_since,
+        )
+        self._down_until = 0.0
+        self._down_since = 0.0
+
+    def _warn(self, message: str, *args: object) -> None:
+        """A warning at most once per ``log_interval``; the others go to debug."""
+        now = time.monotonic()
+        if now - self._last_warning >= self.log_interval:
+            suppressed, self._suppressed = self._suppressed, 0
+            self._last_warning = now
+            if suppressed:
+                message += " (%d similar messages suppressed)"
+                args = (*args, suppressed)
+            logger.warning(message, *args)
+        else:
+            self._suppressed += 1
+            logger.debug(message, *args)

@@ -1,0 +1,293 @@
+"""A throwaway ``redis-server`` per test module, and the fleet worker the tests spawn.
+
+Imported by ``test_redis_cache.py``: :class:`RedisServer` runs Debian's ``redis-server`` on
+127.0.0.1 (a free port, no persistence, a temporary directory) and stops it by PID.
+:func:`require_redis_server` skips when the binary is missing, unless ``ICR_REQUIRE_REDIS``
+is set (CI sets it), in which case a missing binary fails the test.
+
+Run as a script (``python tests/_redis_server.py CONFIG.json``) it is one worker of a fleet:
+it builds an ``AsyncICRClient`` sharing tokens through ``RedisTokenCache`` and asks for one
+token and one request per installation, once or in rounds until told to stop, writing what it
+saw as JSON. Every wait in it is bounded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+
+def require_redis_server() -> str:
+    """The path of ``redis-server``; skip (or fail, under ``ICR_REQUIRE_REDIS``) without it."""
+    import pytest
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if os.environ.get("ICR_REQUIRE_REDIS"):
+            pytest.fail(
+                "ICR_REQUIRE_REDIS is set but there is no redis-server binary on PATH "
+                "(.ci/run installs Debian's redis-server package)"
+            )
+        pytest.skip(
+            "no redis-server binary on PATH: install it (apt-get install redis-server) to run "
+            "the shared token cache tests; CI runs them with ICR_REQUIRE_REDIS=1"
+        )
+    return binary
+
+
+def free_port() -> int:
+    """A port nothing listens on right now (redis-server cannot pick one itself)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _pong(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+class RedisServer:
+    """``redis-server`` on 127.0.0.1 in a temp dir, no persistence; stopped by PID."""
+
+    def __init__(self, binary: str, port: int | None = None) -> None:
+        self.binary = binary
+        self.port = port if port is not None else free_port()
+        self._tmp = tempfile.TemporaryDirectory(prefix="icr-redis-")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """``redis://127.0.0.1:PORT/0``."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 15.0) -> None:
+        """Start (or restart, on the same port) and wait until it answers PING."""
+        if self.proc is not None and self.proc.poll() is None:
+            raise RuntimeError("redis-server is already running")
+        self.proc = subprocess.Popen(
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self._tmp.name,
+                "--daemonize",
+                "no",
+                "--loglevel",
+                "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout
+        while not _pong(self.port):
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self.proc.returncode}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"redis-server did not answer on port {self.port}")
+            time.sleep(0.02)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would; waits for the process to go."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def pause(self) -> None:
+        """SIGSTOP: Redis keeps its connections but answers nothing (a slow server)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after :meth:`pause`."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        """SIGTERM (SIGKILL after 10 s), then remove the temp dir. Idempotent."""
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGCONT)  # a paused server cannot act on SIGTERM
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        self._tmp.cleanup()
+
+
+class Worker:
+    """One fleet worker subprocess (this file run as a script) and its files."""
+
+    def __init__(self, directory: Path, name: str, config: dict[str, Any]) -> None:
+        self.name = name
+        self.result_path = directory / f"{name}.result.json"
+        self.progress_path = directory / f"{name}.progress.json"
+        self.ready_path = directory / f"{name}.ready"
+        config = {
+            **config,
+            "result_path": str(self.result_path),
+            "progress_path": str(self.progress_path),
+            "ready_path": str(self.ready_path),
+        }
+        config_path = directory / f"{name}.config.json"
+        config_path.write_text(json.dumps(config))
+        with open(directory / f"{name}.stderr", "wb") as stderr:  # the child keeps its copy
+            self.proc = subprocess.Popen(
+                [sys.executable, __file__, str(config_path)],
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+            )
+
+    @property
+    def ready(self) -> bool:
+        """Whether the worker built its client and waits for the go signal."""
+        return self.ready_path.exists()
+
+    def progress(self) -> dict[str, Any] | None:
+        """The last progress record of a looping worker."""
+        try:
+            data: dict[str, Any] = json.loads(self.progress_path.read_text())
+        except (OSError, ValueError):
+            return None
+        return data
+
+    def stderr(self) -> str:
+        """The end of what the worker wrote to stderr."""
+        return (self.result_path.parent / f"{self.name}.stderr").read_text()[-3000:]
+
+    def result(self) -> dict[str, Any]:
+        """What the worker saw; fails with its stderr when it wrote nothing."""
+        if not self.result_path.exists():
+            raise AssertionError(f"worker {self.name} wrote no result; stderr:\n{self.stderr()}")
+        data: dict[str, Any] = json.loads(self.result_path.read_text())
+        return data
+
+    def kill(self) -> None:
+        """SIGKILL and reap (idempotent)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+
+
+# ------------------------------------------------------------------------ worker side
+
+
+# Signal files on a local disk: microseconds, so plain blocking calls are fine in the worker.
+def _touch(path: str) -> None:
+    Path(path).touch()
+
+
+def _exists(path: str) -> bool:
+    return os.path.exists(path)
+
+
+def _write_json(path: str, data: dict[str, Any]) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(data, fh)
+    os.replace(tmp, path)  # readers never see half a file
+
+
+async def _worker(config: dict[str, Any]) -> None:
+    import asyncio
+    import random
+
+    from icr_async import AsyncICRClient
+    from icr_async.contrib.redis import RedisTokenCache
+
+    cache = RedisTokenCache(
+        config["redis_url"],
+        encryption_key=bytes.fromhex(config["encryption_key"]),
+        lease_ttl=config.get("lease_ttl", 5.0),
+        op_timeout=config.get("op_timeout", 0.5),
+        retry_after=config.get("retry_after", 5.0),
+    )
+    client = AsyncICRClient(
+        config["app_id"],
+        private_key_path=config["key_path"],
+        base_url=config["base_url"],
+        token_cache=cache,
+        token_cache_size=config.get("l1_size", 10_000),
+        env=False,
+    )
+    targets: list[list[str]] = config["targets"]
+    rng = random.Random(config.get("seed", 0))
+    limit = asyncio.Semaphore(config.get("concurrency", 64))
+    failures: list[str] = []
+    ok = 0
+
+    async def one(installation_id: str, path: str) -> None:
+        nonlocal ok
+        async with limit:
+            try:
+                scoped = client.installation(installation_id)
+                await scoped.get_token()
+                await scoped.request("GET", path)
+            except Exception as exc:
+                failures.append(type(exc).__name__)
+            else:
+                ok += 1
+
+    def snapshot(rounds: int) -> dict[str, Any]:
+        return {
+            "rounds": rounds,
+            "ok": ok,
+            "failed": len(failures),
+            "errors": failures[:10],
+            "mints": client.stats.total_mints,
+            "shared_cache_hits": client.stats.shared_cache_hits,
+            "shared_cache_errors": client.stats.shared_cache_errors,
+            "cache": cache.stats.as_dict(),
+        }
+
+    deadline = time.monotonic() + float(config.get("max_seconds", 60.0))
+    async with client:
+        _touch(config["ready_path"])
+        while not _exists(config["go_path"]):  # bounded by the deadline
+            if time.monotonic() > deadline:
+                raise RuntimeError("no go signal")
+            await asyncio.sleep(0.01)
+        rounds = 0
+        stop: str | None = config.get("stop_path")
+        while True:  # once, or in rounds until the stop file (bounded by the deadline)
+            order = list(targets)
+            rng.shuffle(order)
+            await asyncio.gather(*(one(i, p) for i, p in order))
+            rounds += 1
+            if stop is None or _exists(stop) or time.monotonic() > deadline:
+                break
+            _write_json(config["progress_path"], snapshot(rounds))
+            await asyncio.sleep(0.02)
+        _write_json(config["result_path"], snapshot(rounds))
+    await cache.aclose()
+
+
+if __name__ == "__main__":
+    import asyncio
+
+    asyncio.run(_worker(json.loads(Path(sys.argv[1]).read_text())))
