@@ -142,6 +142,36 @@ async def _soak(
     }
 
 
+async def _fanout(server: Any, *, coroutines: int, pool_size: int) -> dict[str, Any]:
+    """Back-pressure: ``coroutines`` requests gathered at once on a small pool must all queue
+    and complete (no pool timeouts), with one token mint."""
+    with open(server.key_path) as fh:  # noqa: ASYNC230  # once, before the run
+        pem = fh.read()
+    async with AsyncICRClient(
+        server.app_id, pem, base_url=server.url, env=False, pool_size=pool_size
+    ) as client:
+        first = (await client.list_installations(limit=1)).items[0]
+        assert first.organization is not None
+        scoped = client.installation(first.id)
+        path = f"/organizations/{first.organization.id}"
+        started = time.perf_counter()
+        results = await asyncio.gather(
+            *(scoped.request("GET", path) for _ in range(coroutines)), return_exceptions=True
+        )
+        wall = time.perf_counter() - started
+        errors = collections.Counter(
+            type(r).__name__ for r in results if isinstance(r, BaseException)
+        )
+        return {
+            "coroutines": coroutines,
+            "pool_size": pool_size,
+            "completed": coroutines - sum(errors.values()),
+            "errors": dict(errors),
+            "mints": client.stats.total_mints,
+            "wall_s": wall,
+        }
+
+
 def run(
     *,
     requests: int = 100_000,
@@ -161,6 +191,8 @@ def run(
                 call_timeout=60.0,
             )
         )
+        fanout = asyncio.run(_fanout(server, coroutines=requests, pool_size=32))
+    result["fanout"] = fanout
     print(
         f"\n### Soak: {requests:,} requests, {installations} installations, ~5 % injected faults\n"
     )
@@ -195,6 +227,24 @@ def run(
         )
     )
     print("\noutcomes: " + ", ".join(f"{k}: {v}" for k, v in sorted(result["outcomes"].items())))
+    print(
+        f"\n### Back-pressure: {fanout['coroutines']:,} coroutines gathered at once"
+        f" on a pool of {fanout['pool_size']}\n"
+    )
+    print(
+        table(
+            ["coroutines", "completed", "errors", "mints", "wall s"],
+            [
+                [
+                    fanout["coroutines"],
+                    fanout["completed"],
+                    sum(fanout["errors"].values()),
+                    fanout["mints"],
+                    f"{fanout['wall_s']:.0f}",
+                ]
+            ],
+        )
+    )
     return result
 
 
