@@ -10,6 +10,7 @@ it would close file descriptors the parent still uses).
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 import ssl as ssl_module
 from collections.abc import Mapping, Sequence
@@ -46,6 +47,39 @@ class RawResponse:
         return f"<RawResponse {self.status}, {len(self.body)} bytes>"
 
 
+class _Gate:
+    """A counting gate for requests in flight: ``asyncio.Semaphore`` without the coroutine
+    layers, because it is crossed twice per request. A freed slot is handed straight to the
+    oldest waiter, so waiters are served in order."""
+
+    __slots__ = ("free", "waiters")
+
+    def __init__(self, size: int) -> None:
+        self.free = size
+        self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def wait(self) -> None:
+        """Wait for a slot (called only when none is free)."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiters.append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()  # the slot arrived as we were cancelled: pass it on
+            raise
+
+    def release(self) -> None:
+        """Give a slot back: to the oldest live waiter, or to the pool."""
+        waiters = self.waiters
+        while waiters:
+            fut = waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+        self.free += 1
+
+
 class Transport:
     """Owns the aiohttp session; sends one request and reads the whole answer."""
 
@@ -68,7 +102,7 @@ class Transport:
         self._trace_configs = list(trace_configs)
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._semaphore: asyncio.Semaphore | None = None
+        self._gate: _Gate | None = None
         self._pid = os.getpid()
         self._closed = False
         self._default_timeout = self._client_timeout(timeouts.total)
@@ -78,12 +112,13 @@ class Transport:
         """Whether ``aclose`` was called."""
         return self._closed
 
-    def _client_timeout(self, total: float | None) -> aiohttp.ClientTimeout:
+    def _client_timeout(self, remaining: float | None) -> aiohttp.ClientTimeout:
+        # One timer per attempt: the read limit, capped by what is left of the call's deadline.
+        limits = [t for t in (self._timeouts.read, remaining) if t is not None]
         return aiohttp.ClientTimeout(
-            total=total,
+            total=min(limits) if limits else None,
             sock_connect=self._timeouts.connect,
             connect=self._timeouts.connect,
-            sock_read=self._timeouts.read,
         )
 
     def _ensure_session(self) -> aiohttp.ClientSession:
@@ -130,7 +165,7 @@ class Transport:
         )
         self._session = session
         self._loop = loop
-        self._semaphore = asyncio.Semaphore(self._in_flight)
+        self._gate = _Gate(self._in_flight)
         return session
 
     async def send(
@@ -149,15 +184,18 @@ class Transport:
         timeout = (
             self._default_timeout if total_timeout is None else self._client_timeout(total_timeout)
         )
-        semaphore = self._semaphore
-        assert semaphore is not None
+        gate = self._gate
+        assert gate is not None
+        # Back-pressure: past the in-flight limit, requests queue here, before any timer
+        # starts, instead of timing out while waiting for a pooled connection.
+        if gate.free > 0 and not gate.waiters:
+            gate.free -= 1
+        else:
+            await gate.wait()
         try:
-            async with (
-                semaphore,
-                session.request(
-                    method, url, headers=headers, params=params, data=data, timeout=timeout
-                ) as resp,
-            ):
+            async with session.request(
+                method, url, headers=headers, params=params, data=data, timeout=timeout
+            ) as resp:
                 body = await resp.read()
                 return RawResponse(resp.status, resp.headers, body)
         except asyncio.TimeoutError as exc:
@@ -206,6 +244,8 @@ class Transport:
                     f"the client was closed while {method} {path} was in flight"
                 ) from exc
             raise
+        finally:
+            gate.release()
 
     async def aclose(self) -> None:
         """Close the session and its connections. Safe to call more than once."""

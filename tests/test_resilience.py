@@ -366,3 +366,24 @@ async def test_whole_flow_leaks_no_secret(
     blob = "\n".join(texts)
     for secret in secrets:
         assert secret not in blob
+
+
+async def test_cancelled_waiters_give_back_their_place(
+    make_client: Any, emulator: ICREmulator, app_id: str
+) -> None:
+    client: AsyncICRClient = make_client(pool_size=2)
+    inst, org = _inst(emulator, app_id, 5)
+    scoped = client.installation(inst)
+    await scoped.get_token()
+    emulator.faults.add(Fault(method="GET", path=org, action="delay", delay=0.05, times=None))
+    tasks = [asyncio.create_task(scoped.request("GET", org)) for _ in range(40)]
+    await asyncio.sleep(0.01)  # two in flight, the rest queued at the gate
+    for task in tasks[5:25]:
+        task.cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert sum(isinstance(r, asyncio.CancelledError) for r in results) == 20
+    assert sum(isinstance(r, dict) for r in results) == 20
+    gate = client._transport._gate
+    assert gate is not None
+    assert gate.free == 2  # every slot came back, none leaked to a cancelled waiter
+    assert not gate.waiters
