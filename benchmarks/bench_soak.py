@@ -56,13 +56,6 @@ async def _soak(
 ) -> dict[str, Any]:
     with open(server.key_path) as fh:  # noqa: ASYNC230  # once, before the run
         pem = fh.read()
-    async with aiohttp.ClientSession() as admin:
-        for fault in FAULTS:
-            async with admin.post(server.url + "/_emulator/faults", json=fault) as resp:
-                assert resp.status == 201, await resp.text()
-        async with admin.post(server.url + "/_emulator/stats/reset") as resp:
-            assert resp.status == 200
-
     outcomes: collections.Counter[str] = collections.Counter()
     lost = 0
     retry = RetryPolicy(attempts=4, backoff_base=0.05, backoff_cap=0.5)
@@ -82,6 +75,17 @@ async def _soak(
         ]
         targets = targets[:installations]
         scoped = [(client.installation(i), o) for i, o in targets]
+        # A real credit of each organization, read before any fault is planned.
+        credits = []
+        for inst, _ in scoped:
+            inventory = await inst.get_inventory()
+            credits.append(inventory.credits[0].id if inventory.credits else "none")
+        async with aiohttp.ClientSession() as admin:
+            for fault in FAULTS:
+                async with admin.post(server.url + "/_emulator/faults", json=fault) as resp:
+                    assert resp.status == 201, await resp.text()
+            async with admin.post(server.url + "/_emulator/stats/reset") as resp:
+                assert resp.status == 200
         post_every = max(1, round(1 / post_share)) if post_share > 0 else 0
         queue: asyncio.Queue[int] = asyncio.Queue()
         for n in range(requests):
@@ -91,7 +95,7 @@ async def _soak(
             inst, org = scoped[n % len(scoped)]
             if post_every and n % post_every == 0:
                 body = {
-                    "creditId": f"credit-{n % 7}",
+                    "creditId": credits[n % len(scoped)],
                     "amount": 1,
                     "toOrganizationId": scoped[(n + 1) % len(scoped)][1],
                     "reference": str(uuid.uuid4()),
@@ -147,6 +151,11 @@ async def _fanout(server: Any, *, coroutines: int, pool_size: int) -> dict[str, 
     and complete (no pool timeouts), with one token mint."""
     with open(server.key_path) as fh:  # noqa: ASYNC230  # once, before the run
         pem = fh.read()
+    async with (
+        aiohttp.ClientSession() as admin,
+        admin.delete(server.url + "/_emulator/faults") as resp,
+    ):
+        assert resp.status == 200  # no injected faults here: this measures queueing alone
     async with AsyncICRClient(
         server.app_id, pem, base_url=server.url, env=False, pool_size=pool_size
     ) as client:
