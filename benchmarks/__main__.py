@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             from . import bench_steady
 
             results[name] = bench_steady.run(
-                rounds=3 if quick else 7, per_slice=500 if quick else 2000
+                rounds=3 if quick else 12, per_slice=500 if quick else 1200
             )
         elif name == "cold":
             from . import bench_cold
