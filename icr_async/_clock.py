@@ -7,6 +7,8 @@ one). Expiry maths everywhere in the package goes through an injected clock, nev
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import threading
 import time
 from typing import Protocol
@@ -26,6 +28,22 @@ class Clock(Protocol):
 
 system_clock: Clock = time.time
 """The real wall clock."""
+
+
+def parse_http_date(value: str | None) -> float | None:
+    """POSIX seconds from an HTTP date (``Date``, ``Retry-After``), or ``None`` if unreadable.
+
+    HTTP dates are UTC; ``-0000`` ones parse naive and are read as UTC too, never local time.
+    """
+    if not value:
+        return None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return when.timestamp()
 
 
 class ManualClock:

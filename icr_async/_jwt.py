@@ -17,13 +17,11 @@ only if it is still the current one.
 
 from __future__ import annotations
 
-import datetime
 import logging
-from email.utils import parsedate_to_datetime
 
 from joserfc import jwt
 
-from ._clock import Clock
+from ._clock import Clock, parse_http_date
 from ._keys import PrivateKey
 
 __all__ = ["AppJWT", "ClockSync"]
@@ -54,15 +52,9 @@ class ClockSync:
 
         ``Date`` has one-second resolution, so changes under ``min_change`` seconds are noise.
         """
-        if not date_header:
+        server = parse_http_date(date_header)
+        if server is None:
             return False
-        try:
-            when = parsedate_to_datetime(date_header)
-        except (TypeError, ValueError, IndexError, OverflowError):
-            return False
-        if when.tzinfo is None:  # "-0000" dates parse naive; HTTP dates are UTC, not local time
-            when = when.replace(tzinfo=datetime.timezone.utc)
-        server = when.timestamp()
         offset = server - self.clock()
         if abs(offset - self.offset) < min_change:
             return False

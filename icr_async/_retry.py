@@ -10,13 +10,12 @@ a fleet's retries out instead of making them arrive in waves, and a server's
 
 from __future__ import annotations
 
-import datetime
-import email.utils
 import random
 from collections.abc import Callable
 
 import attrs
 
+from ._clock import parse_http_date
 from .errors import ConfigurationError
 
 __all__ = ["RetryPolicy", "parse_retry_after"]
@@ -84,13 +83,8 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     try:
         seconds = float(value)
     except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError, OverflowError):
-            return None
-        if when.tzinfo is None:  # "-0000" dates parse naive; HTTP dates are always UTC
-            when = when.replace(tzinfo=datetime.timezone.utc)
-        return max(0.0, when.timestamp() - now)
+        when = parse_http_date(value)
+        return None if when is None else max(0.0, when - now)
     if seconds != seconds or seconds in (float("inf"), float("-inf")):
         return None
     return max(0.0, seconds)

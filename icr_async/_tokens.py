@@ -18,13 +18,13 @@ import asyncio
 import contextlib
 import logging
 import math
-import os
 import time
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol, runtime_checkable
 
+from . import _fork
 from ._clock import Clock
 from .errors import APIError, TokenError, TransportError
 from .models import Token
@@ -114,6 +114,11 @@ class MemoryTokenCache:
         """Drop ``key`` (only if it holds ``token``, when given)."""
         entry = self._entries.get(key)
         if entry is not None and (token is None or entry.token == token):
+            del self._entries[key]
+
+    def discard_token(self, token: str) -> None:
+        """Drop every entry holding ``token`` (a token revoked by value; rare, so a scan)."""
+        for key in [k for k, t in self._entries.items() if t.token == token]:
             del self._entries[key]
 
     def sweep(self) -> int:
@@ -230,14 +235,17 @@ class TokenManager:
         self.shared = shared
         self.stats = stats
         self._flights: dict[str, asyncio.Task[Token]] = {}
-        self._pid = os.getpid()
+        self._fork_generation = _fork.generation
         self._last_shared_warning = -math.inf
         self._shared_warnings_folded = 0
 
-    def peek_fresh(self, key: str) -> Token | None:
-        """The cached token if it has more than the refresh margin left: the no-await path."""
+    def peek_fresh(self, key: str, need: float | None = None) -> Token | None:
+        """The cached token if it has more than ``need`` seconds (default: the refresh
+        margin) left, counted as a hit: the no-await path."""
         entry = self.memory.peek(key)
-        if entry is not None and entry.expires_at - self._clock() > self.refresh_margin:
+        if entry is not None and entry.expires_at - self._clock() > (
+            self.refresh_margin if need is None else need
+        ):
             self.stats.cache_hits += 1
             return entry
         return None
@@ -247,9 +255,8 @@ class TokenManager:
     ) -> Token:
         """A token for ``key`` with more than ``max(refresh_margin, min_ttl)`` seconds left."""
         need = self.refresh_margin if min_ttl is None else max(self.refresh_margin, min_ttl)
-        entry = self.memory.peek(key)
-        if entry is not None and entry.expires_at - self._clock() > need:
-            self.stats.cache_hits += 1
+        entry = self.peek_fresh(key, need)
+        if entry is not None:
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug("token cache hit for %s", _who(installation_id))
             return entry
@@ -284,11 +291,11 @@ class TokenManager:
         )
 
     async def _join_flight(self, key: str, installation_id: str | None, *, force: bool) -> Token:
-        if self._pid != os.getpid():
+        if self._fork_generation != _fork.generation:
             # Forked child: flights in progress at fork time belong to the parent's loop.
             self._flights = {}
             self.memory._locks = {}
-            self._pid = os.getpid()
+            self._fork_generation = _fork.generation
         flight = self._flights.get(key)
         if flight is None:
             flight = asyncio.get_running_loop().create_task(

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import os
 import ssl as ssl_module
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import aiohttp
 
+from . import _fork
 from ._config import Timeouts
 from .errors import (
     ClientClosedError,
@@ -103,7 +103,7 @@ class Transport:
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._gate: _Gate | None = None
-        self._pid = os.getpid()
+        self._fork_generation = _fork.generation
         self._closed = False
         self._default_timeout = self._client_timeout(timeouts.total)
 
@@ -127,7 +127,7 @@ class Transport:
         if self._closed:
             raise ClientClosedError("the client is closed; create a new one")
         loop = asyncio.get_running_loop()
-        if self._pid != os.getpid():
+        if self._fork_generation != _fork.generation:
             # Forked child: the inherited session's sockets belong to the parent. Keep the
             # object referenced forever: if it were garbage-collected here, its finaliser
             # would close the parent's connections and warn about an unclosed session.
@@ -135,7 +135,7 @@ class Transport:
                 _ABANDONED_AFTER_FORK.append(self._session)
             self._session = None
             self._loop = None
-            self._pid = os.getpid()
+            self._fork_generation = _fork.generation
         session = self._session
         if session is not None:
             if self._loop is not loop:
@@ -253,7 +253,7 @@ class Transport:
         """Close the session and its connections. Safe to call more than once."""
         self._closed = True
         session, self._session = self._session, None
-        if session is None or self._pid != os.getpid():
+        if session is None or self._fork_generation != _fork.generation:
             return
         if self._loop is not None and self._loop is not asyncio.get_running_loop():
             if self._loop.is_closed():

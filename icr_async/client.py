@@ -19,12 +19,11 @@ import logging
 import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from email.utils import parsedate_to_datetime
 from typing import Any, Protocol, TypeVar
 
 import aiohttp
 
-from ._clock import Clock, system_clock
+from ._clock import Clock, parse_http_date, system_clock
 from ._config import (
     DEFAULT_API_VERSION,
     PRODUCTION_URL,
@@ -55,6 +54,7 @@ from .errors import (
     ConfigurationError,
     InvalidArgumentError,
     RequestTimeoutError,
+    ResponseDecodeError,
     TransportError,
 )
 from .models import (
@@ -581,9 +581,17 @@ class AsyncICRClient:
         return decode_json(resp.status, resp.headers, resp.body, method=method, path=path)
 
     async def _model(
-        self, cls: type[M], method: str, path: str, *, auth: _Auth, safe: bool, json: Any = _NO_BODY
+        self,
+        cls: type[M],
+        method: str,
+        path: str,
+        *,
+        auth: _Auth,
+        safe: bool,
+        json: Any = _NO_BODY,
+        retry: bool | None = None,
     ) -> M:
-        data = await self._json(method, path, auth=auth, safe=safe, json=json)
+        data = await self._json(method, path, auth=auth, safe=safe, json=json, retry=retry)
         return structure(data, cls, method=method, path=path)
 
     async def _page(
@@ -633,14 +641,9 @@ class AsyncICRClient:
 
     def _local_expiry(self, expires_at: float, headers: Mapping[str, str]) -> float:
         """Turn the server's ``expiresAt`` into this machine's clock."""
-        date = headers.get("Date")
-        if date:
-            try:
-                server_now = parsedate_to_datetime(date).timestamp()
-            except (TypeError, ValueError, IndexError, OverflowError):
-                server_now = None
-            if server_now is not None:
-                return self._clock() + (expires_at - server_now)
+        server_now = parse_http_date(headers.get("Date"))
+        if server_now is not None:
+            return self._clock() + (expires_at - server_now)
         return expires_at - self._sync.offset
 
     async def _mint(self, installation_id: str | None) -> Token:
@@ -701,14 +704,8 @@ class AsyncICRClient:
         result = await self._json(
             "DELETE", "/app/installations/token", auth=_StaticAuth(value), safe=True
         )
-        self._forget_token(value)
+        self._tokens.memory.discard_token(value)
         return bool(result) if result is not None else True
-
-    def _forget_token(self, value: str) -> None:
-        memory = self._tokens.memory
-        for key, entry in list(memory._entries.items()):
-            if entry.token == value:
-                memory.discard(key, value)
 
     async def list_installations(self, *, limit: int = 10, page: int = 0) -> Page[Installation]:
         """``GET /app/installations``: one page of the app's active installations."""
@@ -928,10 +925,9 @@ class _TokenScopedClient:
         json: Any = _NO_BODY,
         retry: bool | None = None,
     ) -> M:
-        data = await self._parent._json(
-            method, path, auth=self._auth, json=json, safe=method in _SAFE_METHODS, retry=retry
+        return await self._parent._model(
+            cls, method, path, auth=self._auth, safe=method in _SAFE_METHODS, json=json, retry=retry
         )
-        return structure(data, cls, method=method, path=path)
 
     async def _page(
         self,
@@ -979,21 +975,26 @@ class InstallationClient(OrganizationEndpoints, _TokenScopedClient):
     def __init__(self, parent: AsyncICRClient, installation_id: str | int) -> None:
         path_param(installation_id)
         self.installation_id: str = str(installation_id)
+        self._organization_id: str | None = None
         super().__init__(parent, parent._cache_key(self.installation_id), self.installation_id)
 
     async def organization_id(self) -> str:
         """The id of the organization this installation belongs to (from its token)."""
+        # An installation never changes organization: learn it once, not on every typed call
+        # (each would otherwise look up the token before the request looks it up again).
+        if self._organization_id is not None:
+            return self._organization_id
         token = await self.get_token()
-        if token.organization_id is None:
+        organization_id = token.organization_id
+        if organization_id is None:
             inst = await self._parent.get_installation(self.installation_id)
             if inst.organization is None:
-                from .errors import ResponseDecodeError
-
                 raise ResponseDecodeError(
                     "the installation has no organization id", field="organizationId"
                 )
-            return inst.organization.id
-        return token.organization_id
+            organization_id = inst.organization.id
+        self._organization_id = organization_id
+        return organization_id
 
     def __repr__(self) -> str:
         return f"<InstallationClient installation_id={self.installation_id!r} app_id={self._parent.app_id!r}>"
