@@ -1,9 +1,15 @@
 """Soak: 100,000 requests over 200 installations with 5 % injected faults.
 
-Proves three things at once: every call either succeeds or raises a typed ``ICRError`` to its
+Proves four things at once: every call either succeeds or raises a typed ``ICRError`` to its
 caller (none lost, none hanging); no credit action is ever sent twice (the emulator records
-every non-idempotent POST body, each body carries a unique reference); and safe requests
-ride out the faults through retries.
+every non-idempotent POST body, each body carries a unique reference); safe requests ride
+out the faults through retries; and they fail about as often as chance says they must.
+
+The last needs a yardstick. With a fault rate ``p`` per attempt and ``attempts`` tries, a safe
+request fails only when every try meets a fault: ``p ** attempts``. That is the issue's
+figure (printed as "p^attempts x GETs"). The exact model (printed as "expected") also counts
+the one rule that makes a safe request give up early: a 2xx that is not JSON is tried once
+more, not more, so two such answers end it.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ import aiohttp
 from icr_async import AsyncICRClient, ICRError, RetryPolicy, Timeouts
 
 from ._harness import emulator_process, table
+
+ATTEMPTS = 4
 
 FAULTS: list[dict[str, Any]] = [
     # Spread over GETs and credit-action POSTs alike; probabilities add up to ~5 %.
@@ -58,7 +66,7 @@ async def _soak(
         pem = fh.read()
     outcomes: collections.Counter[str] = collections.Counter()
     lost = 0
-    retry = RetryPolicy(attempts=4, backoff_base=0.05, backoff_cap=0.5)
+    retry = RetryPolicy(attempts=ATTEMPTS, backoff_base=0.05, backoff_cap=0.5)
     async with AsyncICRClient(
         server.app_id,
         pem,
@@ -131,8 +139,19 @@ async def _soak(
     async with aiohttp.ClientSession() as admin, admin.get(server.url + "/_emulator/stats") as resp:
         server_stats = await resp.json()
     accounted = sum(outcomes.values()) + lost
+    gets = sum(v for k, v in outcomes.items() if k.startswith("get "))
+    posts = sum(v for k, v in outcomes.items() if k.startswith("post "))
+    failed_gets = gets - outcomes["get ok"]
+    failed_posts = posts - outcomes["post ok"]
     return {
         "requests": requests,
+        "gets": gets,
+        "posts": posts,
+        "failed_safe": failed_gets,
+        "failed_unsafe": failed_posts,
+        "fault_rate": fault_rate(),
+        "naive_expected_safe_failures": gets * fault_rate() ** ATTEMPTS,
+        "expected_safe_failures": gets * safe_failure_probability(ATTEMPTS),
         "accounted": accounted,
         "lost": requests - accounted,
         "hung": lost,
@@ -144,6 +163,46 @@ async def _soak(
         "duplicate_posts": server_stats["duplicate_posts"],
         "wall_s": wall,
     }
+
+
+def _fault_chances() -> tuple[float, float]:
+    """Per-attempt chances that an attempt meets a retried fault and a non-JSON 2xx.
+
+    The emulator tries the planned faults in order, each with its own probability, and the
+    first that fires answers; a ``delay`` fault is no failure.
+    """
+    retried = nonjson = 0.0
+    untouched = 1.0
+    for fault in FAULTS:
+        chance = untouched * fault["probability"]
+        if fault.get("action") == "nonjson":
+            nonjson += chance
+        elif fault.get("action") != "delay":
+            retried += chance
+        untouched -= chance
+    return retried, nonjson
+
+
+def fault_rate() -> float:
+    """The chance that one attempt meets a fault that fails it."""
+    retried, nonjson = _fault_chances()
+    return retried + nonjson
+
+
+def safe_failure_probability(attempts: int) -> float:
+    """The chance that a safe request fails under the retry rules (exact, by enumeration)."""
+    retried, nonjson = _fault_chances()
+
+    def fail(left: int, nonjson_seen: bool) -> float:
+        # The chance that the remaining ``left`` attempts all fail.
+        if left == 0:
+            return 1.0
+        again = retried * fail(left - 1, nonjson_seen)
+        if nonjson_seen:
+            return again + nonjson  # a second non-JSON 2xx is not tried again
+        return again + nonjson * fail(left - 1, True)
+
+    return fail(attempts, False)
 
 
 async def _fanout(server: Any, *, coroutines: int, pool_size: int) -> dict[str, Any]:
@@ -236,6 +295,32 @@ def run(
         )
     )
     print("\noutcomes: " + ", ".join(f"{k}: {v}" for k, v in sorted(result["outcomes"].items())))
+    print(
+        f"\n### Failed requests, safe and unsafe ({ATTEMPTS} attempts, "
+        f"{result['fault_rate']:.2%} faults per attempt)\n"
+    )
+    print(
+        table(
+            [
+                "safe requests (GET)",
+                "failed",
+                "expected",
+                "p^attempts x GETs",
+                "unsafe (credit actions)",
+                "failed (never retried)",
+            ],
+            [
+                [
+                    result["gets"],
+                    result["failed_safe"],
+                    f"{result['expected_safe_failures']:.2f}",
+                    f"{result['naive_expected_safe_failures']:.2f}",
+                    result["posts"],
+                    result["failed_unsafe"],
+                ]
+            ],
+        )
+    )
     print(
         f"\n### Back-pressure: {fanout['coroutines']:,} coroutines gathered at once"
         f" on a pool of {fanout['pool_size']}\n"

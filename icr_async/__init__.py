@@ -12,6 +12,7 @@ from ._config import DEFAULT_API_VERSION, PRODUCTION_URL, SANDBOX_URL, Timeouts
 from ._hooks import RequestEvent, ResponseEvent
 from ._keys import PrivateKey
 from ._retry import RetryPolicy
+from ._signers import Signer, public_key_fingerprint
 from ._tokens import ClientStats, MemoryTokenCache, TokenCache
 from ._version import __version__
 from .client import AppTokenClient, AsyncICRClient, InstallationClient
@@ -30,12 +31,15 @@ from .errors import (
     PaginationError,
     PermissionDeniedError,
     RateLimitedError,
+    RedirectError,
     RequestTimeoutError,
     ResponseDecodeError,
     ServerError,
+    SignerError,
     TokenError,
     TransportError,
     UnprocessableEntityError,
+    UnreadableActionResultError,
     UnsupportedAPIVersionError,
 )
 from .models import (
@@ -46,6 +50,7 @@ from .models import (
     Credit,
     CreditAction,
     CreditRequest,
+    CreditType,
     Installation,
     InstallationAccessToken,
     Inventory,
@@ -56,12 +61,15 @@ from .models import (
     PermissionLevel,
     Permissions,
     Project,
+    ProjectRef,
     Reservation,
     ReservationAction,
+    Reserver,
     Retirement,
     RetirementData,
     Token,
     User,
+    WarehouseCredit,
     WarehouseInventory,
 )
 from .sync import ICRClient, SyncAppTokenClient, SyncInstallationClient
@@ -88,6 +96,7 @@ __all__ = [
     "Credit",
     "CreditAction",
     "CreditRequest",
+    "CreditType",
     "DuplicateActionError",
     "ICRClient",
     "ICRError",
@@ -109,17 +118,22 @@ __all__ = [
     "Permissions",
     "PrivateKey",
     "Project",
+    "ProjectRef",
     "RateLimitedError",
+    "RedirectError",
     "RequestEvent",
     "RequestTimeoutError",
     "Reservation",
     "ReservationAction",
+    "Reserver",
     "ResponseDecodeError",
     "ResponseEvent",
     "Retirement",
     "RetirementData",
     "RetryPolicy",
     "ServerError",
+    "Signer",
+    "SignerError",
     "SyncAppTokenClient",
     "SyncInstallationClient",
     "Timeouts",
@@ -128,8 +142,11 @@ __all__ = [
     "TokenError",
     "TransportError",
     "UnprocessableEntityError",
+    "UnreadableActionResultError",
     "UnsupportedAPIVersionError",
     "User",
+    "WarehouseCredit",
     "WarehouseInventory",
     "__version__",
+    "public_key_fingerprint",
 ]

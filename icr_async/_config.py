@@ -26,6 +26,8 @@ __all__ = [
     "SANDBOX_URL",
     "ClientConfig",
     "Timeouts",
+    "coerce_retry",
+    "coerce_timeouts",
     "normalize_base_url",
 ]
 
@@ -67,6 +69,36 @@ class Timeouts:
     total: float | None = attrs.field(default=120.0, validator=_timeout)
 
 
+def coerce_timeouts(value: object) -> Timeouts:
+    """``Timeouts`` as given, ``None`` for the defaults, or a number for every limit at once.
+
+    ``timeouts=30`` means ``Timeouts(connect=30, read=30, total=30)``, as ``httpx.Timeout(30)``
+    does; anything else is a ``ConfigurationError`` now rather than an ``AttributeError`` on
+    the first request.
+    """
+    if value is None:
+        return Timeouts()
+    if isinstance(value, Timeouts):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return Timeouts(connect=value, read=value, total=value)
+    raise ConfigurationError(
+        f"timeouts must be a Timeouts(...) or a number of seconds, got {type(value).__name__}"
+    )
+
+
+def coerce_retry(value: object) -> RetryPolicy:
+    """``RetryPolicy`` as given, or the default for ``None``; anything else is refused."""
+    if value is None:
+        return RetryPolicy()
+    if isinstance(value, RetryPolicy):
+        return value
+    hint = f" (e.g. RetryPolicy(attempts={value}))" if isinstance(value, int) else ""
+    raise ConfigurationError(
+        f"retry must be a RetryPolicy{hint} or None, got {type(value).__name__}"
+    )
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost" or host.endswith(".localhost"):
         return True
@@ -76,17 +108,29 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+# One DNS label (underscores allowed: container and test host names use them).
+_LABEL_RE = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
+_DOT_SEGMENT_RE = re.compile(r"(?:^|/)(?:\.|%2e){1,2}(?:/|$)", re.IGNORECASE)
+
+
 def normalize_base_url(url: str, *, allow_insecure_http: bool = False) -> str:
     """Check a base URL and return it without a trailing slash.
 
-    Plain ``http://`` is refused except to loopback (the emulator) unless
-    ``allow_insecure_http`` is set: tokens sent in clear text are tokens given away.
+    Everything that would only fail later is refused here: an empty URL (it does not mean
+    "production"), a missing or unknown scheme, a host with spaces or other characters no
+    host name has, a port that is not a number in 1..65535, ``.``/``..`` path segments (also
+    percent-encoded), a query, a fragment or credentials. Plain ``http://`` is refused except
+    to loopback (the emulator) unless ``allow_insecure_http`` is set: tokens sent in clear
+    text are tokens given away.
     """
     if not isinstance(url, str) or not url.strip():
         raise ConfigurationError(
-            "base_url must be a non-empty string like 'https://api.carbonregistry.com'"
+            "base_url must be a non-empty string like 'https://api.carbonregistry.com' "
+            "(leave it out, or pass None, for production)"
         )
     url = url.strip()
+    if any(c.isspace() or ord(c) < 0x20 or c in "\\\x7f" for c in url):
+        raise ConfigurationError(f"base_url {url!r} must not contain spaces or control characters")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
         raise ConfigurationError(
@@ -94,16 +138,41 @@ def normalize_base_url(url: str, *, allow_insecure_http: bool = False) -> str:
         )
     if not parts.hostname:
         raise ConfigurationError(f"base_url {url!r} has no host")
-    if parts.query or parts.fragment:
-        raise ConfigurationError(f"base_url {url!r} must not have a query or fragment")
-    if parts.username or parts.password:
+    if parts.username or parts.password or "@" in parts.netloc:
         raise ConfigurationError("base_url must not carry user:password credentials")
+    host = parts.netloc.rsplit(":", 1)[0] if not parts.netloc.endswith("]") else parts.netloc
+    if not _is_ip(host) and not all(_LABEL_RE.fullmatch(x) for x in host.rstrip(".").split(".")):
+        raise ConfigurationError(f"base_url {url!r} has an invalid host {host!r}")
+    try:
+        port = parts.port
+    except ValueError:
+        port_text = parts.netloc.rsplit(":", 1)[-1]
+        raise ConfigurationError(
+            f"base_url {url!r} has an invalid port {port_text!r}: it must be a number 1..65535"
+        ) from None
+    if port == 0 or (parts.netloc.endswith(":")):
+        raise ConfigurationError(
+            f"base_url {url!r} has an invalid port: it must be a number 1..65535"
+        )
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        raise ConfigurationError(f"base_url {url!r} must not have a query or fragment")
+    if _DOT_SEGMENT_RE.search(parts.path):
+        raise ConfigurationError(f"base_url {url!r} must not contain '.' or '..' path segments")
     if parts.scheme == "http" and not allow_insecure_http and not _is_loopback(parts.hostname):
         raise ConfigurationError(
             f"base_url {url!r} is plain http to a non-loopback host; tokens would travel in clear "
-            "text. Use https, or pass allow_insecure_http=True if you really mean it"
+            "text. Use https, or allow insecure http explicitly (allow_insecure_http=True in "
+            "Python, --allow-insecure-http on the command line) if you really mean it"
         )
     return url.rstrip("/")
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
 def _api_version(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
@@ -123,9 +192,19 @@ def _non_negative_int(instance: object, attribute: attrs.Attribute[int], value: 
         raise ConfigurationError(f"{attribute.name} must be an integer >= 0, got {value!r}")
 
 
-def _non_negative(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+# ICR's documented installation-token life. A margin at least this long could never be met:
+# every token would be "due for refresh" the moment it was minted.
+DOCUMENTED_TOKEN_LIFETIME = 7200.0
+
+
+def _refresh_margin(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise ConfigurationError(f"{attribute.name} must be a number >= 0, got {value!r}")
+        raise ConfigurationError(f"refresh_margin must be a number of seconds >= 0, got {value!r}")
+    if value >= DOCUMENTED_TOKEN_LIFETIME:
+        raise ConfigurationError(
+            f"refresh_margin {value!r} s is not shorter than the 2-hour life of an ICR token: "
+            "every token would be refreshed as soon as it was minted"
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -134,12 +213,14 @@ class ClientConfig:
 
     base_url: str = PRODUCTION_URL
     api_version: str = attrs.field(default=DEFAULT_API_VERSION, validator=_api_version)
-    timeouts: Timeouts = attrs.field(factory=Timeouts)
-    retry: RetryPolicy = attrs.field(factory=RetryPolicy)
+    timeouts: Timeouts = attrs.field(factory=Timeouts, converter=coerce_timeouts)
+    retry: RetryPolicy = attrs.field(factory=RetryPolicy, converter=coerce_retry)
     pool_size: int = attrs.field(default=100, validator=_positive_int)
     pool_size_per_host: int = attrs.field(default=0, validator=_non_negative_int)
     max_in_flight: int | None = None
-    refresh_margin: float = attrs.field(default=300.0, validator=_non_negative)
+    refresh_margin: float = attrs.field(default=300.0, validator=_refresh_margin)
+    """Seconds before expiry at which a token is refreshed; for tokens that live less than
+    twice this, half their life is used instead (see ``TokenManager``)."""
     token_cache_size: int = attrs.field(default=10_000, validator=_positive_int)
     user_agent: str = USER_AGENT
     allow_insecure_http: bool = False

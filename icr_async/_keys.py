@@ -8,32 +8,30 @@ with the key's text in it.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import os
 import typing
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from joserfc.jwk import RSAKey
 
+from ._signers import MIN_RSA_BITS, public_key_fingerprint
 from .errors import ConfigurationError
 
 __all__ = ["MIN_RSA_BITS", "PrivateKey", "load_private_key"]
 
-MIN_RSA_BITS = 2048
-
 
 class PrivateKey:
-    """A validated RSA private key, ready to sign RS256 JWTs.
+    """A validated RSA private key, ready to sign RS256 JWTs: the in-process :class:`Signer`.
 
     Build one with :meth:`from_pem` or :meth:`from_path`; the text of the key is never kept
-    and never shown: ``repr`` gives only the size and the public fingerprint.
+    and never shown: ``repr`` gives only the size and the public fingerprint. To keep the key
+    out of the process altogether, use another signer (``icr_async.contrib.pkcs11``, a KMS).
     """
 
-    __slots__ = ("_fingerprint", "_jwk", "bits")
+    __slots__ = ("_fingerprint", "_jwk", "_private", "_public", "bits")
 
     def __init__(self, key: rsa.RSAPrivateKey) -> None:
         if not isinstance(key, rsa.RSAPrivateKey):
@@ -46,10 +44,9 @@ class PrivateKey:
                 "Generate a new key pair on the app dashboard"
             )
         self.bits: int = key.key_size
-        public_der = key.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-        self._fingerprint = base64.b64encode(hashlib.sha256(public_der).digest()).decode("ascii")
+        self._private = key
+        self._public = key.public_key()
+        self._fingerprint = public_key_fingerprint(self._public)
         # joserfc < 1.1 only imports serialized keys, so hand it PKCS#8 DER (never stored).
         der = key.private_bytes(
             serialization.Encoding.DER,
@@ -127,6 +124,27 @@ class PrivateKey:
     def jwk(self) -> RSAKey:
         """The key as a joserfc JWK, for signing."""
         return self._jwk  # type: ignore[no-any-return]  # joserfc types import_key loosely
+
+    @property
+    def key_id(self) -> str:
+        """``SHA256:`` and the fingerprint: how logs and errors name this key."""
+        return f"SHA256:{self._fingerprint}"
+
+    @property
+    def public_key(self) -> rsa.RSAPublicKey:
+        """The public half (what the app dashboard holds)."""
+        return self._public
+
+    def sign_now(self, signing_input: bytes) -> bytes:
+        """RS256 (RSASSA-PKCS1-v1_5, SHA-256) signature of ``signing_input``, synchronously.
+
+        ~0.3 ms for 2048 bits: the client calls this inline, once per JWT lifetime.
+        """
+        return self._private.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
+
+    async def sign(self, signing_input: bytes) -> bytes:
+        """The :class:`Signer` method: :meth:`sign_now`, which never blocks for long."""
+        return self.sign_now(signing_input)
 
     def __repr__(self) -> str:
         return f"<PrivateKey RSA-{self.bits} SHA256:{self._fingerprint}>"

@@ -23,7 +23,12 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from ._converters import structure, unstructure
 from ._sansio import check_page_args, path_param, read_pagination
-from .errors import DuplicateActionError, InvalidArgumentError, ResponseDecodeError
+from .errors import (
+    DuplicateActionError,
+    InvalidArgumentError,
+    ResponseDecodeError,
+    UnreadableActionResultError,
+)
 from .models import (
     Address,
     CreditAction,
@@ -59,6 +64,8 @@ _REGISTRY_ATTR: Final = "_icr_sent_actions"
 # A PDF starts with "%PDF-"; the spec lets a few junk bytes come first, so look a little in.
 _PDF_MAGIC: Final = b"%PDF-"
 _PDF_SNIFF: Final = 1024
+# ICR's reservation paths: note the "inventory/" segment (there is no /warehouse/reservations).
+_RESERVATIONS: Final = "/warehouse/inventory/reservations"
 
 
 class ActionRegistry:
@@ -219,6 +226,27 @@ class OrganizationEndpoints(_Base):
             if aclose is not None:
                 await aclose()
 
+    async def _act(self, cls: type[M], path: str, body: dict[str, Any]) -> M:
+        """POST an action that moves credits and read its answer as ``cls``.
+
+        Only a 2xx reaches decoding, so a decode failure here means the server accepted the
+        action: it becomes ``UnreadableActionResultError``, whose text says not to resend,
+        instead of a plain decode error a caller might answer with a retry.
+        """
+        try:
+            return await self._model(cls, "POST", path, json=body)
+        except ResponseDecodeError as exc:
+            raise UnreadableActionResultError(
+                f"the server accepted the action (HTTP 2xx) but its answer is not a readable "
+                f"{cls.__name__} ({exc.message}); it has most likely been done, so do not send "
+                "it again: check the organization's credit requests or reservations, or wait "
+                "for the transaction webhook",
+                status=exc.status,
+                method="POST",
+                path=path,
+                field=exc.field,
+            ) from exc
+
     def _claim(self, key: str | None, action: str, path: str, body: dict[str, Any]) -> None:
         if key is None:
             return
@@ -237,7 +265,11 @@ class OrganizationEndpoints(_Base):
         return result
 
     async def list_retirements(self) -> tuple[Retirement, ...]:
-        """``GET /organizations/{id}/retirements``: the organization's retirements."""
+        """``GET /organizations/{id}/retirements``: the organization's retirements.
+
+        ICR answers ``{"retirements": [...]}`` (a bare list is accepted too); the items of
+        that one answer are returned.
+        """
         result: tuple[Retirement, ...] = await self._list(Retirement, "/retirements", "retirements")
         return result
 
@@ -268,7 +300,12 @@ class OrganizationEndpoints(_Base):
         return await self._model(Inventory, "GET", await self._org_path("/inventory"))
 
     async def list_credit_requests(self, *, limit: int = 10, page: int = 0) -> Page[CreditRequest]:
-        """``GET /organizations/{id}/inventory/requests``: one page of credit requests."""
+        """``GET /organizations/{id}/inventory/requests``: one page of credit requests.
+
+        ``limit`` (1..1000) and ``page`` (>= 0) are checked before any request, so a bad
+        one raises ``InvalidArgumentError`` without minting a token.
+        """
+        check_page_args(limit, page)
         path = await self._org_path("/inventory/requests")
         return await self._page(CreditRequest, path, "creditRequests", limit=limit, page=page)
 
@@ -342,7 +379,7 @@ class OrganizationEndpoints(_Base):
             body["retirementData"] = _retirement_body(retirement_data)
         path = await self._org_path(f"/inventory/requests/{act.value}")
         self._claim(idempotency_key, act.value, path, body)
-        return await self._model(CreditRequest, "POST", path, json=body)
+        return await self._act(CreditRequest, path, body)
 
     async def transfer_credits(
         self,
@@ -433,18 +470,20 @@ class OrganizationEndpoints(_Base):
         )
 
     async def list_reservations(self, *, limit: int = 10, page: int = 0) -> Page[Reservation]:
-        """``GET /organizations/{id}/warehouse/reservations``: one page of reservations.
+        """``GET /organizations/{id}/warehouse/inventory/reservations``: one page of
+        reservations.
 
         A server that answers with a bare list is accepted (the page then has no
-        ``pagination``).
+        ``pagination``). ``limit`` and ``page`` are checked before any request.
         """
-        path = await self._org_path("/warehouse/reservations")
+        check_page_args(limit, page)
+        path = await self._org_path(_RESERVATIONS)
         return await self._page(Reservation, path, "reservations", limit=limit, page=page)
 
     def iter_reservations(self, *, page_size: int = 100) -> AsyncIterator[Reservation]:
         """Every reservation, page by page."""
         check_page_args(page_size, 0)
-        return self._iter_org(Reservation, "/warehouse/reservations", "reservations", page_size)
+        return self._iter_org(Reservation, _RESERVATIONS, "reservations", page_size)
 
     async def create_reservation(
         self,
@@ -454,8 +493,8 @@ class OrganizationEndpoints(_Base):
         organization_id: str | None = None,
         idempotency_key: str | None = None,
     ) -> Reservation:
-        """``POST /organizations/{id}/warehouse/reservations``: hold ``amount`` of a credit
-        for ten minutes, to finish with :meth:`finish_reservation` or release with
+        """``POST /organizations/{id}/warehouse/inventory/reservations``: hold ``amount`` of a
+        credit for ten minutes, to finish with :meth:`finish_reservation` or release with
         :meth:`cancel_reservation`.
 
         ``organization_id`` defaults to this installation's organization. Not retried
@@ -470,9 +509,9 @@ class OrganizationEndpoints(_Base):
         owner = await self.organization_id() if organization_id is None else organization_id
         body["organizationId"] = str(owner)
         body["amount"] = value
-        path = await self._org_path("/warehouse/reservations")
+        path = await self._org_path(_RESERVATIONS)
         self._claim(idempotency_key, "reserve", path, body)
-        return await self._model(Reservation, "POST", path, json=body)
+        return await self._act(Reservation, path, body)
 
     async def finish_reservation(
         self,
@@ -483,7 +522,7 @@ class OrganizationEndpoints(_Base):
         retirement_data: RetirementData | None = None,
         idempotency_key: str | None = None,
     ) -> Reservation:
-        """``POST .../warehouse/reservations/{reservationId}/{action}``: finish a
+        """``POST .../warehouse/inventory/reservations/{reservationId}/{action}``: finish a
         reservation by ``transfer``, ``retire`` or ``transfer_retire`` to ``receiver_id``
         (an organization id).
 
@@ -502,18 +541,19 @@ class OrganizationEndpoints(_Base):
             raise InvalidArgumentError("a transfer takes no retirement_data (use transfer_retire)")
         if retirement_data is not None:
             body["retirementData"] = _retirement_body(retirement_data)
-        path = await self._org_path(f"/warehouse/reservations/{enc}/{act.value}")
+        path = await self._org_path(f"{_RESERVATIONS}/{enc}/{act.value}")
         self._claim(idempotency_key, act.value, path, body)
-        return await self._model(Reservation, "POST", path, json=body)
+        return await self._act(Reservation, path, body)
 
     async def cancel_reservation(self, reservation_id: str | int) -> Reservation | None:
-        """``DELETE .../warehouse/reservations/{reservationId}``: release the held credits.
+        """``DELETE .../warehouse/inventory/reservations/{reservationId}``: release the held
+        credits.
 
         Returns the reservation when the server sends it back (``None`` for a bare
         ``true``/empty answer). Not retried automatically.
         """
         enc = path_param(reservation_id, "reservation_id")
-        path = await self._org_path(f"/warehouse/reservations/{enc}")
+        path = await self._org_path(f"{_RESERVATIONS}/{enc}")
         data = await self._parent._json("DELETE", path, auth=self._auth, safe=False)
         if isinstance(data, dict):
             return structure(data, Reservation, method="DELETE", path=path)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import Any
 
 _TOKEN_RE = re.compile(r"crs_[0-9A-Za-z]{8,}")
 # Three base64url segments, the first starting like a JSON object ("eyJ" = '{"').
@@ -51,3 +52,28 @@ def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
         else:
             out[name] = redact_text(value)
     return out
+
+
+_SECRET_KEYS = frozenset({"token", "accesstoken", "access_token", "jwt", "privatekey", "secret"})
+
+
+def redact_value(value: Any, _depth: int = 0) -> Any:
+    """A copy of parsed JSON with every secret masked: strings pass through ``redact_text``
+    and the values of keys named like a credential (``token``, ``accessToken``, ``jwt``, ...)
+    are masked whatever they look like. Error trackers capture exception attributes, so an
+    error's ``body`` must be as clean as its message."""
+    if isinstance(value, str):
+        return redact_text(value)
+    if _depth > 50:  # absurdly deep JSON: nothing an error tracker needs
+        return "<redacted: too deep>"
+    if isinstance(value, Mapping):
+        out: dict[Any, Any] = {}
+        for key, item in value.items():
+            if isinstance(key, str) and key.lower() in _SECRET_KEYS and isinstance(item, str):
+                out[key] = mask_token(item) if item.startswith("crs_") else "<redacted>"
+            else:
+                out[key] = redact_value(item, _depth + 1)
+        return out
+    if isinstance(value, list):
+        return [redact_value(item, _depth + 1) for item in value]
+    return value

@@ -11,16 +11,19 @@ a fleet's retries out instead of making them arrive in waves, and a server's
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import attrs
 
 from ._clock import parse_http_date
 from .errors import ConfigurationError
 
-__all__ = ["RetryPolicy", "parse_retry_after"]
+__all__ = ["SAFE_RETRY_STATUSES", "RetryPolicy", "parse_retry_after"]
 
-_DEFAULT_STATUSES = frozenset({429, 502, 503, 504})
+# Answers worth repeating for a request that is safe to repeat. 500 is here too: ICR's
+# NestJS stack answers 500 for transient faults, and octokit, Google's and AWS's SDKs all
+# retry it on safe methods.
+SAFE_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
 def _positive(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
@@ -33,24 +36,52 @@ def _attempts(instance: object, attribute: attrs.Attribute[int], value: int) -> 
         raise ConfigurationError(f"RetryPolicy.attempts must be an integer 1..20, got {value!r}")
 
 
+def _to_statuses(value: Iterable[int]) -> frozenset[int]:
+    return frozenset(value)
+
+
+def _statuses(
+    instance: object, attribute: attrs.Attribute[frozenset[int]], value: frozenset[int]
+) -> None:
+    for status in value:
+        if isinstance(status, bool) or not isinstance(status, int) or not 400 <= status <= 599:
+            raise ConfigurationError(
+                f"RetryPolicy.statuses must hold HTTP error statuses (400..599), got {status!r}"
+            )
+
+
 @attrs.frozen(kw_only=True)
 class RetryPolicy:
     """When and how the client repeats a failed request.
 
-    ``attempts`` counts the first try (1 disables retries). Retried: connection errors,
-    timeouts and the ``statuses`` (default 429, 502, 503, 504), only for requests that are
-    safe to repeat, or for a call made with ``retry=True``. A ``Retry-After`` longer than
-    ``max_retry_after`` seconds is not waited for: the ``RateLimitedError`` is raised at once
-    with ``retry_after`` set, so the caller decides.
+    Two sets of requests:
+
+    * **safe to repeat** — GET, HEAD, OPTIONS, minting a token, revoking a token: retried on
+      connection errors, timeouts, the ``statuses`` (default 429, 500, 502, 503, 504:
+      ``SAFE_RETRY_STATUSES``) and, once, on a 2xx whose body is not the promised JSON
+      (``retry_invalid_json``; a gateway's HTML page is a classic transient answer);
+    * **unsafe** — credit actions, reservations, creating an organization, any other POST,
+      PUT, PATCH or DELETE: **never** repeated automatically, whatever this policy says,
+      unless the caller passes ``retry=True`` on that one call (then these same rules apply).
+
+    Narrow or widen the safe set with ``statuses`` (e.g.
+    ``RetryPolicy(statuses={429, 503})``). ``attempts`` counts the first try (1 disables
+    retries). A ``Retry-After`` (seconds, or an HTTP date measured on the server's clock) is
+    honoured on any retried status (429, 500, 503, ...); one longer than
+    ``max_retry_after`` seconds is not waited for: the error is raised at once with
+    ``retry_after`` set, so the caller decides.
     """
 
     attempts: int = attrs.field(default=3, validator=_attempts)
     backoff_base: float = attrs.field(default=0.5, validator=_positive)
     backoff_cap: float = attrs.field(default=8.0, validator=_positive)
     max_retry_after: float = attrs.field(default=60.0, validator=_positive)
-    statuses: frozenset[int] = attrs.field(default=_DEFAULT_STATUSES, converter=frozenset)
+    statuses: frozenset[int] = attrs.field(
+        default=SAFE_RETRY_STATUSES, converter=_to_statuses, validator=_statuses
+    )
     retry_on_timeout: bool = True
     retry_on_connection_error: bool = True
+    retry_invalid_json: bool = True
 
     @classmethod
     def disabled(cls) -> RetryPolicy:

@@ -12,12 +12,12 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from ._clock import parse_http_date
 from ._retry import parse_retry_after
 from .errors import (
     APIError,
     InvalidArgumentError,
     PaginationError,
-    RateLimitedError,
     ResponseDecodeError,
     UnsupportedAPIVersionError,
     error_class_for_status,
@@ -33,9 +33,13 @@ __all__ = [
     "parse_error_body",
     "path_param",
     "request_id",
+    "retry_after",
+    "server_time",
 ]
 
+# ICR's own header first, then the generic ones proxies and gateways add.
 REQUEST_ID_HEADERS = (
+    "x-icr-request-id",
     "x-request-id",
     "x-amzn-requestid",
     "x-amz-cf-id",
@@ -131,6 +135,23 @@ def parse_error_body(body: bytes) -> tuple[str, tuple[str, ...], str | None, Any
     return snippet, ((snippet,) if snippet else ()), None, data
 
 
+def server_time(headers: Mapping[str, str], fallback: float) -> float:
+    """The server's clock at the moment it answered: its ``Date`` header, else ``fallback``
+    (the local clock plus the learned offset)."""
+    when = parse_http_date(headers.get("Date"))
+    return fallback if when is None else when
+
+
+def retry_after(headers: Mapping[str, str], fallback_now: float) -> float | None:
+    """Seconds to wait from ``Retry-After``, an HTTP date being measured on the *server's*
+    clock (its ``Date`` header): a server whose clock is minutes off still gets waited for
+    exactly as long as it asked."""
+    value = headers.get("Retry-After")
+    if value is None:
+        return None
+    return parse_retry_after(value, server_time(headers, fallback_now))
+
+
 def error_from_response(
     status: int,
     headers: Mapping[str, str],
@@ -140,8 +161,20 @@ def error_from_response(
     path: str,
     now: float,
 ) -> APIError:
-    """The typed ``APIError`` for an error answer."""
+    """The typed ``APIError`` for an error answer (or a redirect, which is never followed).
+
+    ``now`` is the local estimate of the server's time, used only when the answer has no
+    ``Date`` header to measure an HTTP-date ``Retry-After`` against.
+    """
     message, messages, label, data = parse_error_body(body)
+    if 300 <= status < 400:
+        location = headers.get("Location")
+        message = (
+            f"redirected to {location!r}; icr-async never follows redirects"
+            if location
+            else "redirected without a Location; icr-async never follows redirects"
+        )
+        messages, label = (message,), None
     kwargs: dict[str, Any] = {
         "status": status,
         "method": method,
@@ -152,11 +185,8 @@ def error_from_response(
         "request_id": request_id(headers),
         "body": data,
         "headers": headers,
+        "retry_after": retry_after(headers, now),
     }
-    if status == 429:
-        return RateLimitedError(
-            retry_after=parse_retry_after(headers.get("Retry-After"), now), **kwargs
-        )
     if status == 400 and "version" in message.lower() and "api" in message.lower():
         return UnsupportedAPIVersionError(**kwargs)
     return error_class_for_status(status)(**kwargs)
@@ -222,28 +252,50 @@ def read_pagination(
 
 
 class PageTracker:
-    """Decides which page to ask for next, and refuses to loop on a broken server.
+    """Decides which page to ask for next, following the server, and refuses to loop.
 
-    Stops on any end signal the ICR docs leave open: an empty page, ``nextPage`` null or
-    absent, ``currentPage >= pageCount``, a short page without pagination, or all ``total``
-    items seen. Raises ``PaginationError`` when the server hands back a page it already
-    served (same first and last ids) or runs past ``max_pages``.
+    ICR's docs leave the page base open (requests say ``page=0``, responses say
+    ``currentPage: 1``), and a 1-based server may serve its first page for both ``page=0`` and
+    ``page=1``. So the next page is the one the server names: ``nextPage``; failing that
+    ``currentPage + 1`` (a server that sends no navigation fields); and only when the answer
+    has no ``pagination`` at all, this tracker's own counter.
+
+    Stops on any end signal: an empty page, ``nextPage`` null or absent (when the server
+    sends navigation fields at all), a ``nextPage`` that does not move forward,
+    ``currentPage >= pageCount``, a short page without pagination, or all ``total`` items
+    seen. Raises ``PaginationError`` when the server hands back a page it already served
+    (same first and last ids), points back at a page already fetched, or runs past
+    ``max_pages``.
     """
 
-    __slots__ = ("_fingerprints", "limit", "max_pages", "page", "pages_seen", "seen_items")
+    __slots__ = (
+        "_fingerprints",
+        "_requested",
+        "limit",
+        "max_pages",
+        "page",
+        "pages_seen",
+        "seen_items",
+    )
 
     def __init__(self, *, limit: int, start_page: int = 0, max_pages: int = 1_000_000) -> None:
         self.limit = limit
         self.page = start_page
+        """The page to ask for next."""
         self.max_pages = max_pages
         self.pages_seen = 0
         self.seen_items = 0
         self._fingerprints: set[tuple[Any, Any, int]] = set()
+        self._requested: set[int] = set()
 
     def advance(self, items: list[Any], pagination: Pagination | None) -> bool:
-        """Record a fetched page; return ``True`` if there is another page to fetch."""
+        """Record the page just fetched (``self.page``); return ``True`` if there is another.
+
+        On ``True``, ``self.page`` is the page to ask for next.
+        """
         self.pages_seen += 1
         self.seen_items += len(items)
+        self._requested.add(self.page)
         if not items:
             return False
         fingerprint = (_item_id(items[0]), _item_id(items[-1]), len(items))
@@ -253,26 +305,46 @@ class PageTracker:
                 "instead of looping forever"
             )
         self._fingerprints.add(fingerprint)
-        if pagination is None:
-            more = len(items) >= self.limit
-        else:
-            more = pagination.next_page is not None
-            if pagination.next_page is not None and pagination.current_page is not None:
-                # A nextPage that does not move forward is the start of a loop.
-                more = pagination.next_page > pagination.current_page
-            if (
-                pagination.page_count is not None
-                and pagination.current_page is not None
-                and pagination.current_page >= pagination.page_count
-            ):
-                more = False
-            if pagination.total is not None and self.seen_items >= pagination.total:
-                more = False
-        if more and self.pages_seen >= self.max_pages:
+        next_page = self._next_page(items, pagination)
+        if next_page is None:
+            return False
+        if next_page in self._requested:
+            raise PaginationError(
+                f"the server named page {next_page} as the next one, which was already fetched; "
+                "stopping instead of looping forever"
+            )
+        if self.pages_seen >= self.max_pages:
             raise PaginationError(f"more than {self.max_pages} pages; stopping")
-        if more:
-            self.page += 1
-        return more
+        self.page = next_page
+        return True
+
+    def _next_page(self, items: list[Any], pagination: Pagination | None) -> int | None:
+        """The page to fetch next, or ``None`` at the end of the listing."""
+        if pagination is None:
+            # Nothing from the server: a full page suggests there may be more.
+            return self.page + 1 if len(items) >= self.limit else None
+        current = pagination.current_page
+        if pagination.total is not None and self.seen_items >= pagination.total:
+            return None
+        if (
+            pagination.page_count is not None
+            and current is not None
+            and current >= pagination.page_count
+        ):
+            return None
+        nxt = pagination.next_page
+        if nxt is not None:
+            # A nextPage that does not move forward is the start of a loop, not a page.
+            if nxt < 0 or (current is not None and nxt <= current):
+                return None
+            return nxt
+        if pagination.prev_page is not None:
+            # The server sends navigation fields, and nextPage is null or absent: the end.
+            return None
+        if current is not None and current >= 0:
+            # No navigation fields at all: the page after the one the server says it served.
+            return current + 1
+        return self.page + 1 if len(items) >= self.limit else None
 
 
 def _item_id(item: Any) -> Any:

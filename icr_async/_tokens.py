@@ -2,7 +2,8 @@
 
 The promise: however many callers ask for one installation's token at the same moment,
 exactly one mint goes to the server; different installations mint in parallel; a token is
-refreshed ``refresh_margin`` seconds before it expires, never served stale; a caller that is
+refreshed ``refresh_margin`` seconds before it expires (half its life for a token that
+lives less than twice the margin), never served stale; a caller that is
 cancelled while waiting neither cancels nor poisons the mint for the others; a failed mint
 reaches every waiter and is not cached; and if a refresh fails while the cached token is
 still valid, that token is served (a *soft refresh*) with a warning.
@@ -239,13 +240,29 @@ class TokenManager:
         self._last_shared_warning = -math.inf
         self._shared_warnings_folded = 0
 
-    def peek_fresh(self, key: str, need: float | None = None) -> Token | None:
-        """The cached token if it has more than ``need`` seconds (default: the refresh
-        margin) left, counted as a hit: the no-await path."""
+    def margin_for(self, token: Token) -> float:
+        """The refresh margin that applies to ``token``: ``refresh_margin``, but never more
+        than half the token's own life.
+
+        ICR documents 2-hour tokens, yet a server may issue shorter ones; with a fixed
+        5-minute margin a 2-minute token would be "due" the moment it arrived and every
+        request would mint (twice). Half its life keeps a short token useful while still
+        refreshing it well before it expires.
+        """
+        life = token.expires_at - token.minted_at if token.minted_at else 0.0
+        if life <= 0:
+            return self.refresh_margin
+        return min(self.refresh_margin, life / 2)
+
+    def _need(self, token: Token, min_ttl: float | None) -> float:
+        margin = self.margin_for(token)
+        return margin if min_ttl is None else max(margin, min_ttl)
+
+    def peek_fresh(self, key: str, min_ttl: float | None = None) -> Token | None:
+        """The cached token if it has more life left than its refresh margin (and than
+        ``min_ttl``), counted as a hit: the no-await path."""
         entry = self.memory.peek(key)
-        if entry is not None and entry.expires_at - self._clock() > (
-            self.refresh_margin if need is None else need
-        ):
+        if entry is not None and entry.expires_at - self._clock() > self._need(entry, min_ttl):
             self.stats.cache_hits += 1
             return entry
         return None
@@ -253,9 +270,12 @@ class TokenManager:
     async def get(
         self, key: str, installation_id: str | None, *, min_ttl: float | None = None
     ) -> Token:
-        """A token for ``key`` with more than ``max(refresh_margin, min_ttl)`` seconds left."""
-        need = self.refresh_margin if min_ttl is None else max(self.refresh_margin, min_ttl)
-        entry = self.peek_fresh(key, need)
+        """A token for ``key`` with more life left than its refresh margin and ``min_ttl``.
+
+        A ``min_ttl`` that even a brand-new token cannot meet is a ``TokenError`` after at
+        most one fresh mint, never a mint per call.
+        """
+        entry = self.peek_fresh(key, min_ttl)
         if entry is not None:
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug("token cache hit for %s", _who(installation_id))
@@ -277,17 +297,27 @@ class TokenManager:
                     )
                     return stale
                 raise
-            if token.expires_at - self._clock() > need:
+            remaining = token.expires_at - self._clock()
+            if remaining > self._need(token, min_ttl):
                 return token
-            # A shared cache can hold a token that suits the margin but not this caller's
-            # min_ttl: ask once more for a brand-new one.
+            if min_ttl is None or remaining >= token.expires_at - token.minted_at - 1.0:
+                # A token that was just minted here and still does not suit: another mint
+                # would bring the same. Serve it if it is not stale, else fail below.
+                break
+            # A token from a shared cache (minted earlier elsewhere) may suit the margin but
+            # not this caller's min_ttl: ask once more for a brand-new one.
             force = True
         remaining = token.expires_at - self._clock()
-        if remaining > floor:
+        if min_ttl is None and remaining > STALE_FLOOR:
             return token
+        issued = (
+            f" (the server issues {token.expires_at - token.minted_at:.0f}-second tokens)"
+            if token.minted_at
+            else ""
+        )
         raise TokenError(
-            f"a fresh token for {_who(installation_id)} lives {remaining:.0f} s, "
-            f"less than the {need:.0f} s asked for"
+            f"a fresh token for {_who(installation_id)} lives {remaining:.0f} s{issued}, "
+            f"less than the {self._need(token, min_ttl):.0f} s asked for"
         )
 
     async def _join_flight(self, key: str, installation_id: str | None, *, force: bool) -> Token:
@@ -337,7 +367,7 @@ class TokenManager:
         return token
 
     def _fresh(self, token: Token | None) -> bool:
-        return token is not None and token.expires_at - self._clock() > self.refresh_margin
+        return token is not None and token.expires_at - self._clock() > self.margin_for(token)
 
     async def _mint_shared(
         self, shared: TokenCache, key: str, installation_id: str | None, *, force: bool
@@ -361,7 +391,7 @@ class TokenManager:
                         self.stats.shared_cache_hits += 1
                         return cached
                 minted = await self._mint_counted(installation_id)
-                ttl = minted.expires_at - self._clock() - self.refresh_margin
+                ttl = minted.expires_at - self._clock() - self.margin_for(minted)
                 if ttl > 0:
                     await shared.set(key, minted, ttl=ttl)
                 return minted

@@ -33,15 +33,17 @@ _ABANDONED_AFTER_FORK: list[aiohttp.ClientSession] = []
 
 
 class RawResponse:
-    """Status, headers (case-insensitive) and body bytes of one HTTP answer."""
+    """Status, headers (case-insensitive) and body bytes of one HTTP answer; ``data`` is the
+    parsed JSON once the client has decoded it (``None`` before)."""
 
     # A plain slotted class: made once per request, and attrs' frozen __init__ costs more.
-    __slots__ = ("body", "headers", "status")
+    __slots__ = ("body", "data", "headers", "status")
 
     def __init__(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
         self.status = status
         self.headers = headers
         self.body = body
+        self.data: Any = None
 
     def __repr__(self) -> str:
         return f"<RawResponse {self.status}, {len(self.body)} bytes>"
@@ -195,8 +197,17 @@ class Transport:
         else:
             await gate.wait()
         try:
+            # Never follow a redirect: a credit action's body must not be re-sent to another
+            # host, and a foreign answer must not pass for ICR's. The client turns a 3xx into
+            # a RedirectError that names the location.
             async with session.request(
-                method, url, headers=headers, params=params, data=data, timeout=timeout
+                method,
+                url,
+                headers=headers,
+                params=params,
+                data=data,
+                timeout=timeout,
+                allow_redirects=False,
             ) as resp:
                 body = await resp.read()
                 return RawResponse(resp.status, resp.headers, body)

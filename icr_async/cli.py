@@ -32,7 +32,7 @@ import sys
 import tempfile
 import traceback
 from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator, Sequence
-from typing import IO, Any, NoReturn
+from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 from ._converters import unstructure
 from ._keys import load_private_key
@@ -58,6 +58,9 @@ from .errors import (
     UnsupportedAPIVersionError,
 )
 from .models import Installation, Page
+
+if TYPE_CHECKING:
+    from .contrib.pkcs11 import PKCS11Signer
 
 __all__ = ["EXIT_API", "EXIT_OK", "EXIT_USAGE", "UsageError", "build_parser", "main"]
 
@@ -494,13 +497,49 @@ def _cmd_request(args: argparse.Namespace) -> int:
 # -- key ----------------------------------------------------------------------------------
 
 
+_PKCS11_HINT = "check --pkcs11-uri (token, object, module-path) and the PIN (ICR_PKCS11_PIN)"
+
+
+def _pkcs11_signer(args: argparse.Namespace) -> PKCS11Signer | None:
+    """The signer ``--pkcs11-uri`` names, or ``None`` without the flag.
+
+    The PIN comes from the URI (``pin-value`` / ``pin-source``) or ``ICR_PKCS11_PIN``, so it
+    need not appear on a command line that ``ps`` shows to every user of the machine.
+    """
+    uri = getattr(args, "pkcs11_uri", None)
+    if uri is None:
+        return None
+    if _setting(args, "private_key_path"):
+        raise UsageError("--pkcs11-uri and --private-key-path name two keys", "pass one of them")
+    try:
+        from .contrib.pkcs11 import PKCS11Signer, parse_pkcs11_uri
+
+        env_pin = (
+            None if parse_pkcs11_uri(uri).pin is not None else os.environ.get("ICR_PKCS11_PIN")
+        )
+        return PKCS11Signer.from_uri(uri, pin=env_pin)
+    except ImportError:
+        raise UsageError(
+            "--pkcs11-uri needs python-pkcs11", "pip install 'icr-async[pkcs11]'"
+        ) from None
+    except ConfigurationError as exc:
+        raise UsageError(exc.message, _PKCS11_HINT) from exc
+
+
 def _cmd_key_fingerprint(args: argparse.Namespace) -> int:
-    _require_key_source(args)
-    key = load_private_key(path=_setting(args, "private_key_path"))
-    if args.raw:
-        _print_line(f"SHA256:{key.fingerprint}")
+    signer = _pkcs11_signer(args)
+    if signer is not None:
+        with signer:
+            fingerprint, bits = signer.fingerprint, signer.public_key.key_size
+            extra = {"keyId": signer.key_id, "nonExtractable": signer.non_extractable}
     else:
-        _print_json({"fingerprint": f"SHA256:{key.fingerprint}", "bits": key.bits})
+        _require_key_source(args)
+        key = load_private_key(path=_setting(args, "private_key_path"))
+        fingerprint, bits, extra = key.fingerprint, key.bits, {}
+    if args.raw:
+        _print_line(f"SHA256:{fingerprint}")
+    else:
+        _print_json({"fingerprint": f"SHA256:{fingerprint}", "bits": bits, **extra})
     return EXIT_OK
 
 
@@ -516,6 +555,32 @@ async def _key_check(args: argparse.Namespace, client: AsyncICRClient) -> int:
         }
     )
     return EXIT_OK
+
+
+def _cmd_key_check(args: argparse.Namespace) -> int:
+    retry = RetryPolicy.disabled()
+    signer = _pkcs11_signer(args)
+    if signer is None:
+        return _run_with_client(args, _key_check, retry=retry)
+    app_id = _setting(args, "app_id") or os.environ.get("ICR_APP_ID")
+    if not app_id:
+        signer.close()
+        raise UsageError("no app id", "pass --app-id or set ICR_APP_ID")
+
+    async def run() -> int:
+        async with AsyncICRClient(
+            app_id,
+            signer=signer,
+            base_url=_setting(args, "base_url"),
+            sandbox=bool(_setting(args, "sandbox")),
+            api_version=_setting(args, "api_version"),
+            retry=retry,
+        ) as client:
+            args.resolved_base_url = client.base_url  # for error hints
+            return await _key_check(args, client)
+
+    with signer:
+        return asyncio.run(run())
 
 
 # -- demo and emulator --------------------------------------------------------------------
@@ -807,6 +872,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=formatter,
     )
     k_fp.add_argument("--raw", action="store_true", help="print only SHA256:...")
+    k_fp.add_argument("--pkcs11-uri", metavar="URI", help=_PKCS11_URI_HELP)
     k_fp.set_defaults(handler=_cmd_key_fingerprint)
     k_check = key_sub.add_parser(
         "check",
@@ -817,14 +883,18 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=ENVIRONMENT_HELP,
         formatter_class=formatter,
     )
-    k_check.set_defaults(
-        handler=lambda a: _run_with_client(a, _key_check, retry=RetryPolicy.disabled())
-    )
+    k_check.add_argument("--pkcs11-uri", metavar="URI", help=_PKCS11_URI_HELP)
+    k_check.set_defaults(handler=_cmd_key_check)
     return parser
 
 
 # -- errors -------------------------------------------------------------------------------
 
+_PKCS11_URI_HELP = (
+    "use the key in a PKCS#11 token (HSM) instead of a PEM: "
+    "pkcs11:token=LABEL;object=KEY?module-path=/path/to/module.so; the PIN from the URI's "
+    "pin-source=FILE or pin-value=, else from ICR_PKCS11_PIN (needs icr-async[pkcs11])"
+)
 _KEY_HINT = "check ICR_APP_ID and the private key; is the key registered for this app?"
 
 

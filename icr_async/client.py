@@ -34,10 +34,10 @@ from ._config import (
 from ._converters import structure
 from ._hooks import RequestEvent, RequestHook, ResponseEvent, ResponseHook, call_hook
 from ._jwt import AppJWT, ClockSync
-from ._keys import KeySource, PrivateKey, load_private_key
+from ._keys import KeySource, load_private_key
 from ._organizations import OrganizationEndpoints, ProjectEndpoints
 from ._redact import mask_token, redact_headers
-from ._retry import RetryPolicy, parse_retry_after
+from ._retry import RetryPolicy
 from ._sansio import (
     PageTracker,
     check_page_args,
@@ -47,6 +47,7 @@ from ._sansio import (
     read_pagination,
     request_id,
 )
+from ._signers import Signer, check_signers
 from ._tokens import ClientStats, MemoryTokenCache, TokenCache, TokenManager
 from ._transport import RawResponse, Transport
 from .errors import (
@@ -99,8 +100,15 @@ class _AttemptState:
         self.lag_retries = 0
 
 
+# Words with which a 401 on a JWT blames time (clock skew, expiry), not the key.
+_JWT_TIME_WORDS = ("expired", "iat", "exp", "future", "not yet")
+# ...or the app itself: another key of the same app cannot help.
+_UNKNOWN_APP_RE = re.compile(r"unknown app|\biss\b")
+
+
 class _JWTAuth:
-    """The app JWT; a 401 teaches the server's clock and re-signs once."""
+    """The app JWT. A 401 recovers once: a clock or expiry complaint teaches the server's
+    clock and re-signs; a refused key moves to the next signer of a rotation list."""
 
     __slots__ = ("_client",)
 
@@ -108,21 +116,38 @@ class _JWTAuth:
         self._client = client
 
     async def credential(self) -> str:
-        return self._client._jwt.get()
+        jwt = self._client._jwt
+        # The cached JWT is returned without awaiting anything; only a missing or expiring
+        # one from a remote signer (HSM, KMS) makes the caller wait.
+        token = jwt.peek()
+        if token is None:
+            token = await jwt.get()
+        return token
 
     async def unauthorized(self, credential: str, resp: RawResponse, state: _AttemptState) -> bool:
         if state.auth_retries >= 1:
             return False
         client = self._client
+        jwt = client._jwt
         learned = client._sync.learn(resp.headers.get("Date"))
         if learned:
             client.stats.clock_skew_corrections += 1
-        else:
-            message = resp.body[:500].decode("utf-8", "replace").lower()
-            # A JWT that expired in flight is worth one fresh signature; a bad signature is not.
-            if not any(word in message for word in ("expired", "iat", "exp", "future", "not yet")):
-                return False
-        client._jwt.invalidate(credential)
+        message = resp.body[:500].decode("utf-8", "replace").lower()
+        about_time = any(word in message for word in _JWT_TIME_WORDS)
+        if credential == jwt.current:
+            # A learned clock with a vague message is a clock problem, not a reason to
+            # abandon a key; a message that names the signature is about the key anyway.
+            key_refused = (
+                not about_time
+                and _UNKNOWN_APP_RE.search(message) is None
+                and (not learned or "signature" in message)
+            )
+            if not (key_refused and jwt.rotate(credential)):
+                if not (learned or about_time):
+                    # A bad signature with no other key to try: re-signing cannot help.
+                    return False
+                jwt.invalidate(credential)
+        # else: another request already re-signed or rotated; retry with the current JWT.
         state.auth_retries += 1
         return True
 
@@ -165,7 +190,8 @@ class _TokenAuth:
         client = self._client
         last = self._last
         if (
-            last is not None
+            not _names_dead_token(resp.body)
+            and last is not None
             and last.token == credential
             and client._clock() - last.minted_at < FRESH_TOKEN_WINDOW
             and state.lag_retries < len(LAG_RETRY_DELAYS)
@@ -191,6 +217,19 @@ class _TokenAuth:
         )
         await client._tokens.invalidate(self._key, credential)
         return True
+
+
+# Words with which a 401 says the token itself is dead (not merely unknown yet to a replica).
+_DEAD_TOKEN_RE = re.compile(rb"revoked|invalid|expired", re.IGNORECASE)
+
+
+def _names_dead_token(body: bytes) -> bool:
+    """Whether a 401's body says the token was revoked, is invalid or expired.
+
+    Such a token will never work, so waiting for replication would only delay the re-mint
+    (three retries, ~1.7 s); a 401 that names nothing is still given that grace.
+    """
+    return _DEAD_TOKEN_RE.search(body[:500]) is not None
 
 
 # One scan for everything a caller-supplied path must not contain: a scheme or authority
@@ -240,7 +279,10 @@ class AsyncICRClient:
 
     Use it as ``async with AsyncICRClient(app_id, private_key) as client:`` or close it with
     ``await client.aclose()``. Credentials come from the arguments or the environment
-    (``ICR_APP_ID``, ``ICR_PRIVATE_KEY`` with PEM text, ``ICR_PRIVATE_KEY_PATH``); settings
+    (``ICR_APP_ID``, ``ICR_PRIVATE_KEY`` with PEM text, ``ICR_PRIVATE_KEY_PATH``), or, for a
+    key that never enters the process, ``signer=`` (an HSM or KMS ``Signer``; a list of
+    signers is a key rotation: the first signs, and when ICR refuses its key the next is
+    tried once and kept); settings
     from the arguments, then ``ICR_BASE_URL`` / ``ICR_API_VERSION``. Every mistake in them
     raises ``ConfigurationError`` here, not on the first request.
 
@@ -256,10 +298,11 @@ class AsyncICRClient:
         *,
         private_key_path: str | os.PathLike[str] | None = None,
         private_key_password: str | bytes | None = None,
+        signer: Signer | Sequence[Signer] | None = None,
         base_url: str | None = None,
         sandbox: bool = False,
         api_version: str | None = None,
-        timeouts: Timeouts | None = None,
+        timeouts: Timeouts | float | None = None,
         retry: RetryPolicy | None = None,
         pool_size: int = 100,
         pool_size_per_host: int = 0,
@@ -290,14 +333,39 @@ class AsyncICRClient:
         if any(c.isspace() for c in app_id) or len(app_id) > 200:
             raise ConfigurationError("app_id must be the app's id (a UUID), without spaces")
         self.app_id: str = app_id
-        self._key: PrivateKey = load_private_key(
-            private_key, path=private_key_path, password=private_key_password, env=env
-        )
+        signers: tuple[Signer, ...]
+        if signer is not None:
+            given = [
+                name
+                for name, value in (
+                    ("private_key", private_key),
+                    ("private_key_path", private_key_path),
+                    ("private_key_password", private_key_password),
+                )
+                if value is not None
+            ]
+            if given:
+                raise ConfigurationError(
+                    f"pass either signer= or {'/'.join(f'{n}=' for n in given)}, not both "
+                    "(a PrivateKey is a signer: list it in signer= to rotate keys)"
+                )
+            signers = check_signers(signer)
+        else:
+            signers = (
+                load_private_key(
+                    private_key, path=private_key_path, password=private_key_password, env=env
+                ),
+            )
 
         if base_url is not None and sandbox:
             raise ConfigurationError("pass either base_url or sandbox=True, not both")
         if base_url is None:
-            base_url = SANDBOX_URL if sandbox else (os.environ.get("ICR_BASE_URL") if env else None)
+            # An empty ICR_BASE_URL counts as unset; an explicit base_url="" is an error below.
+            base_url = (
+                SANDBOX_URL
+                if sandbox
+                else ((os.environ.get("ICR_BASE_URL") or None) if env else None)
+            )
         if api_version is None:
             api_version = (
                 os.environ.get("ICR_API_VERSION") if env else None
@@ -314,10 +382,10 @@ class AsyncICRClient:
                     f"cannot load CA file {os.fspath(ca_file)}: {exc}"
                 ) from None
         self.config = ClientConfig(
-            base_url=base_url or PRODUCTION_URL,
+            base_url=PRODUCTION_URL if base_url is None else base_url,
             api_version=api_version,
-            timeouts=timeouts if timeouts is not None else Timeouts(),
-            retry=retry if retry is not None else RetryPolicy(),
+            timeouts=timeouts,
+            retry=retry,
             pool_size=pool_size,
             pool_size_per_host=pool_size_per_host,
             max_in_flight=max_in_flight,
@@ -336,7 +404,8 @@ class AsyncICRClient:
         self._clock: Clock = clock or system_clock
         self._sleep: Sleep = sleep or asyncio.sleep
         self._sync = ClockSync(self._clock)
-        self._jwt = AppJWT(self.app_id, self._key, self._sync)
+        self._key: Signer = signers[0]
+        self._jwt = AppJWT(self.app_id, signers, self._sync)
         self.stats = ClientStats()
         memory = token_cache if isinstance(token_cache, MemoryTokenCache) else None
         self._tokens = TokenManager(
@@ -365,7 +434,9 @@ class AsyncICRClient:
             "x-icr-api-version": self.config.api_version,
         }
         self._jwt_auth = _JWTAuth(self)
-        self._cache_prefix = f"{self.app_id}|{self._base_url}|{self._key.fingerprint}|"
+        # The first signer's fingerprint, fixed for the client's life: tokens stay cached
+        # across a rotation (they do not depend on the key that minted them).
+        self._cache_prefix = f"{self.app_id}|{self._base_url}|{signers[0].fingerprint}|"
         self._app_token_key = self._cache_prefix + "@app"
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -378,6 +449,7 @@ class AsyncICRClient:
 
     async def aclose(self) -> None:
         """Close the connection pool. Idempotent; later calls raise ``ClientClosedError``."""
+        self._jwt.close()
         await self._transport.aclose()
 
     @property
@@ -387,8 +459,14 @@ class AsyncICRClient:
 
     @property
     def key_fingerprint(self) -> str:
-        """The private key's public SHA-256 fingerprint (base64 of the DER public key)."""
-        return self._key.fingerprint
+        """The SHA-256 fingerprint (base64 of the DER public key) of the key that signs the
+        app JWT now: the first signer's, or the next one's after a rotation."""
+        return self._jwt.signer.fingerprint
+
+    @property
+    def signers(self) -> tuple[Signer, ...]:
+        """The JWT signers in rotation order (one ``PrivateKey`` when a PEM was given)."""
+        return self._jwt.signers
 
     @property
     def base_url(self) -> str:
@@ -423,8 +501,14 @@ class AsyncICRClient:
         json: Any = _NO_BODY,
         safe: bool,
         retry: bool | None = None,
+        decode: bool = False,
     ) -> RawResponse:
-        """Send with auth recovery and retries; return a 2xx/3xx answer or raise."""
+        """Send with auth recovery and retries; return a 2xx answer or raise.
+
+        With ``decode`` the body is parsed as JSON inside the loop (into ``resp.data``), so a
+        safe request whose 2xx body is not JSON (a gateway's HTML page) is tried once more.
+        A 3xx is an error: redirects are never followed.
+        """
         url = self._base_url + path
         query = _params(params)
         if json is _NO_BODY:
@@ -446,6 +530,7 @@ class AsyncICRClient:
         state: _AttemptState | None = None
         attempt = 0
         failures = 0
+        decode_retried = False
         hooks = self._on_request is not None or self._on_response is not None
         while True:
             attempt += 1
@@ -529,7 +614,27 @@ class AsyncICRClient:
                     ),
                 )
             status = resp.status
-            if status < 400:
+            if status < 300:
+                if not decode:
+                    return resp
+                try:
+                    resp.data = decode_json(
+                        status, resp.headers, resp.body, method=method, path=path
+                    )
+                except ResponseDecodeError as exc:
+                    # A 2xx that is not JSON is a proxy's page more often than ICR's answer:
+                    # worth one more try when the request is safe to repeat, never more.
+                    failures += 1
+                    if not (
+                        may_retry
+                        and policy.retry_invalid_json
+                        and not decode_retried
+                        and failures < policy.attempts
+                    ):
+                        raise
+                    decode_retried = True
+                    await self._wait(policy.backoff(failures), deadline, loop, exc)
+                    continue
                 return resp
             if status == 401:
                 if state is None:
@@ -537,19 +642,23 @@ class AsyncICRClient:
                 if await auth.unauthorized(credential, resp, state):
                     continue
             error = error_from_response(
-                status, resp.headers, resp.body, method=method, path=path, now=self._clock()
+                status,
+                resp.headers,
+                resp.body,
+                method=method,
+                path=path,
+                now=self._clock() + self._sync.offset,
             )
             failures += 1
             if not (may_retry and policy.retries_status(status) and failures < policy.attempts):
                 raise error
-            retry_after = parse_retry_after(resp.headers.get("Retry-After"), self._clock())
-            if retry_after is not None:
-                if retry_after > policy.max_retry_after:
+            wait = error.retry_after
+            if wait is not None:
+                if wait > policy.max_retry_after:
                     raise error
-                delay = retry_after
             else:
-                delay = policy.backoff(failures)
-            await self._wait(delay, deadline, loop, error)
+                wait = policy.backoff(failures)
+            await self._wait(wait, deadline, loop, error)
 
     async def _wait(
         self,
@@ -576,9 +685,9 @@ class AsyncICRClient:
         retry: bool | None = None,
     ) -> Any:
         resp = await self._send(
-            method, path, auth=auth, params=params, json=json, safe=safe, retry=retry
+            method, path, auth=auth, params=params, json=json, safe=safe, retry=retry, decode=True
         )
-        return decode_json(resp.status, resp.headers, resp.body, method=method, path=path)
+        return resp.data
 
     async def _model(
         self,
@@ -654,9 +763,8 @@ class AsyncICRClient:
         else:
             path = f"/app/installations/{installation_id}/accessTokens"
             cls = InstallationAccessToken
-        resp = await self._send("POST", path, auth=self._jwt_auth, safe=True)
-        data = decode_json(resp.status, resp.headers, resp.body, method="POST", path=path)
-        minted = structure(data, cls, method="POST", path=path)
+        resp = await self._send("POST", path, auth=self._jwt_auth, safe=True, decode=True)
+        minted = structure(resp.data, cls, method="POST", path=path)
         return Token(
             token=minted.token,
             expires_at=self._local_expiry(minted.expires_at.timestamp(), resp.headers),

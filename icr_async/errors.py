@@ -9,13 +9,16 @@ ICRError
 ├── TransportError              the request never got an HTTP answer (DNS, refused, reset, TLS)
 │   └── RequestTimeoutError     connect, read or total deadline passed (also a TimeoutError)
 ├── ResponseDecodeError         an answer that is not the JSON the endpoint promises
+│   └── UnreadableActionResultError   a credit action accepted (2xx) whose answer cannot be read
 ├── PaginationError             a server that repeats pages or never ends
 ├── TokenError                  an installation or app token could not be had
+├── SignerError                 the JWT signer (HSM, KMS, key) failed or gave a bad signature
 ├── DuplicateActionError        a credit action sent twice under the same idempotency key
 ├── WebhookError                a webhook delivery that cannot be trusted (icr_async.webhooks)
 │   ├── WebhookSignatureError   missing or wrong x-icr-signature-256
 │   └── WebhookPayloadError     a body that is not the promised JSON
-└── APIError                    the server answered 4xx/5xx
+└── APIError                    the server answered 3xx/4xx/5xx
+    ├── RedirectError           3xx: redirects are never followed; ``location`` says where
     ├── BadRequestError         400
     │   └── UnsupportedAPIVersionError   400 for an x-icr-api-version the server does not know
     ├── AuthenticationError     401
@@ -38,7 +41,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ._redact import redact_text
+from ._redact import redact_headers, redact_text, redact_value
 
 __all__ = [
     "APIError",
@@ -55,12 +58,15 @@ __all__ = [
     "PaginationError",
     "PermissionDeniedError",
     "RateLimitedError",
+    "RedirectError",
     "RequestTimeoutError",
     "ResponseDecodeError",
     "ServerError",
+    "SignerError",
     "TokenError",
     "TransportError",
     "UnprocessableEntityError",
+    "UnreadableActionResultError",
     "UnsupportedAPIVersionError",
     "error_class_for_status",
 ]
@@ -137,12 +143,39 @@ class ResponseDecodeError(ICRError):
         super().__init__(f"{message}{where}")
 
 
+class UnreadableActionResultError(ResponseDecodeError):
+    """A credit action or reservation call the server *accepted* (it answered 2xx) whose answer
+    could not be read as the promised model.
+
+    ICR does not document these answers, so this can happen with a real server. The action
+    has most likely been done: **do not send it again**. Reconcile instead: list the
+    organization's credit requests (or reservations), or wait for the
+    ``organizationTransaction`` / ``warehouseTransaction`` webhook.
+    """
+
+
 class PaginationError(ICRError):
     """A paginated listing that repeats a page or runs past every sane bound."""
 
 
 class TokenError(ICRError):
     """A token could not be produced (for example ``min_ttl`` longer than a token lives)."""
+
+
+class SignerError(ICRError):
+    """The app JWT could not be signed: the signer failed, timed out or returned a signature
+    that does not verify with its own public key.
+
+    ``key_id`` names the signer (a PKCS#11 URI without its PIN, a KMS key name, ...) and
+    ``fingerprint`` its public key (base64 SHA-256 of the DER SubjectPublicKeyInfo); the
+    signer's own exception, if any, is the ``__cause__``. The message names the cause's type
+    only, never its text: a signer's error text is not ours to vouch for.
+    """
+
+    def __init__(self, message: str, *, key_id: str = "", fingerprint: str = "") -> None:
+        self.key_id = redact_text(key_id)
+        self.fingerprint = fingerprint
+        super().__init__(message)
 
 
 class DuplicateActionError(ICRError):
@@ -158,8 +191,12 @@ class APIError(ICRError):
 
     Attributes: ``status``, ``method``, ``path`` (no query string), ``server_message`` (the
     server's own words, a string; list messages are joined with "; "), ``messages`` (the
-    list form), ``error`` (the NestJS ``error`` label), ``request_id`` and ``body`` (the
-    parsed JSON body, or ``None``).
+    list form), ``error`` (the NestJS ``error`` label), ``request_id`` (from
+    ``x-icr-request-id`` or a generic request-id header: quote it to ICR support),
+    ``retry_after`` (seconds the server asked to wait, from ``Retry-After`` measured on the
+    server's own clock, or ``None``), ``body`` (the parsed JSON body, or ``None``) and
+    ``headers``. ``body`` and ``headers`` are redacted like the message: a credential the
+    server echoed back never reaches an error tracker that records attributes.
     """
 
     def __init__(
@@ -174,6 +211,7 @@ class APIError(ICRError):
         request_id: str | None = None,
         body: Any = None,
         headers: Mapping[str, str] | None = None,
+        retry_after: float | None = None,
     ) -> None:
         self.status = status
         self.method = method
@@ -182,8 +220,9 @@ class APIError(ICRError):
         self.messages = tuple(redact_text(m) for m in messages)
         self.error = error
         self.request_id = request_id
-        self.body = body
-        self.headers: Mapping[str, str] = dict(headers or {})
+        self.retry_after = retry_after
+        self.body = redact_value(body)
+        self.headers: Mapping[str, str] = redact_headers(headers or {})
         text = f"{status} {error or _reason(status)} on {method} {path}"
         if self.server_message:
             text += f": {self.server_message}"
@@ -223,9 +262,22 @@ class UnprocessableEntityError(APIError):
 class RateLimitedError(APIError):
     """429: too many requests. ``retry_after`` is the wait in seconds the server asked for."""
 
-    def __init__(self, *, retry_after: float | None = None, **kwargs: Any) -> None:
-        self.retry_after = retry_after
-        super().__init__(**kwargs)
+
+class RedirectError(APIError):
+    """3xx: the server (or something in front of it) answered with a redirect.
+
+    Redirects are never followed: a credit action's body re-sent to another host, or a
+    foreign answer taken for ICR's, is worse than a clear error. ``location`` is the
+    ``Location`` header (redacted), or ``None``.
+    """
+
+    @property
+    def location(self) -> str | None:
+        """Where the server pointed, from the ``Location`` header."""
+        for name, value in self.headers.items():
+            if name.lower() == "location":
+                return value
+        return None
 
 
 class ServerError(APIError):
@@ -243,6 +295,11 @@ _BY_STATUS: dict[int, type[APIError]] = {
 }
 
 _REASONS = {
+    301: "Moved Permanently",
+    302: "Found",
+    303: "See Other",
+    307: "Temporary Redirect",
+    308: "Permanent Redirect",
     400: "Bad Request",
     401: "Unauthorized",
     403: "Forbidden",
@@ -266,6 +323,8 @@ def error_class_for_status(status: int) -> type[APIError]:
     cls = _BY_STATUS.get(status)
     if cls is not None:
         return cls
+    if 300 <= status < 400:
+        return RedirectError
     if status >= 500:
         return ServerError
     return APIError

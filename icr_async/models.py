@@ -16,6 +16,23 @@ from typing import Any, Generic, TypeVar
 
 import attrs
 
+from ._models_credits import (
+    Address,
+    Credit,
+    CreditAction,
+    CreditRequest,
+    CreditType,
+    Inventory,
+    Project,
+    ProjectRef,
+    Reservation,
+    ReservationAction,
+    Reserver,
+    Retirement,
+    RetirementData,
+    WarehouseCredit,
+    WarehouseInventory,
+)
 from ._redact import mask_token
 
 __all__ = [
@@ -26,6 +43,7 @@ __all__ = [
     "Credit",
     "CreditAction",
     "CreditRequest",
+    "CreditType",
     "Installation",
     "InstallationAccessToken",
     "Inventory",
@@ -36,12 +54,15 @@ __all__ = [
     "PermissionLevel",
     "Permissions",
     "Project",
+    "ProjectRef",
     "Reservation",
     "ReservationAction",
+    "Reserver",
     "Retirement",
     "RetirementData",
     "Token",
     "User",
+    "WarehouseCredit",
     "WarehouseInventory",
 ]
 
@@ -224,12 +245,14 @@ class Installation:
 
 @attrs.frozen(kw_only=True)
 class User:
-    """A user created together with an organization."""
+    """An ICR user: the one created together with an organization, or a webhook's
+    ``sender`` (``{id, url, email, fullName, profilePicture}``)."""
 
     email: str | None = None
     id: str | None = None
     full_name: str | None = None
     profile_picture: str | None = None
+    url: str | None = None
     extra: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
 
 
@@ -276,183 +299,3 @@ class Page(Generic[T]):
     def total(self) -> int | None:
         """The total item count the server reported, if any."""
         return self.pagination.total if self.pagination else None
-
-
-# =============================================================================================
-# Organization, inventory, warehouse and project models (issue 9).
-#
-# The ICR docs name these endpoints but not every field of their answers, so every field
-# except an object's ``id`` is optional, unknown keys land in ``extra``, and values that look
-# like enums (``status``, ``type``) are plain strings compared against the str-enums below,
-# so a value ICR adds tomorrow never breaks decoding.
-# =============================================================================================
-
-
-class CreditAction(str, enum.Enum):
-    """What ``POST /organizations/{id}/inventory/requests/{action}`` does with credits."""
-
-    TRANSFER = "transfer"
-    RETIRE = "retire"
-    TRANSFER_RETIRE = "transfer_retire"
-    CANCEL = "cancel"
-
-
-class ReservationAction(str, enum.Enum):
-    """How a warehouse reservation is finished (``POST .../reservations/{id}/{action}``)."""
-
-    TRANSFER = "transfer"
-    RETIRE = "retire"
-    TRANSFER_RETIRE = "transfer_retire"
-
-
-@attrs.frozen(kw_only=True)
-class RetirementData:
-    """Why and for whom credits are retired: the ``retirementData`` of a retire action.
-
-    ``reason`` and ``beneficiary_name`` are required by ICR; ``comment`` is optional.
-    """
-
-    reason: str
-    beneficiary_name: str
-    comment: str | None = None
-    extra: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
-
-
-@attrs.frozen(kw_only=True)
-class Credit:
-    """One credit holding (a batch of one project and vintage) in an inventory.
-
-    ``amount`` is what the organization holds; ``reserved_amount`` is held by open warehouse
-    reservations and ``available_amount`` is what a new action may still use, when the
-    server reports them.
-    """
-
-    id: str
-    amount: float | None = None
-    reserved_amount: float | None = None
-    available_amount: float | None = None
-    project_id: str | None = None
-    project_name: str | None = None
-    vintage: int | None = None
-    serial_number: str | None = None
-    unit: str | None = None
-    status: str | None = None
-    extra: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
-
-
-@attrs.frozen(kw_only=True)
-class Inventory:
-    """``GET /organizations/{id}/inventory``: the organization's credits."""
-
-    credits: tuple[Credit, ...] = ()
-    organization_id: str | None = None
-    extra: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
-
-    def credit(self, credit_id: str) -> Credit | None:
-        """The holding of ``credit_id``, or ``None`` when the organization has none."""
-        return next((c for c in self.credits if c.id == credit_id), None)
-
-
-@attrs.frozen(kw_only=True)
-class WarehouseInventory(Inventory):
-    """``GET /organizations/{id}/warehouse/inventory``: credits available to reserve.
-
-    The same shape as ``Inventory``; a class of its own so the two are never confused.
-    """
-
-
-@attrs.frozen(kw_only=True)
-class CreditRequest:
-    """A credit action (transfer, retire, transfer_retire, cancel) and its state.
-
-    ``type`` is the action (compare with :class:`CreditAction`). ``status`` is kept as sent:
-    the emulator uses ``"completed"`` for an action done at once (WRITE permission),
-    ``"pending"`` for one awaiting the organization's approval (REQUEST permission), then
-    ``"completed"``, ``"rejected"`` or ``"failed"``; ICR may use other words.
-    """
-
-    id: str
-    type: str | None = None
-    status: str | None = None
-    credit_id: str | None = None
-    amount: float | None = None
-    organization_id: str | None = None
-    to_organization_id: str | None = None
-    to_address: str | None = None
-    retirement_data: RetirementData | None = None
-    created_at: datetime.datetime | None = None
-    updated_at: datetime.datetime | None = None
-    extra: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
-
-    @property
-    def is_pending(self) -> bool:
-        """Whether the request still waits for approval."""
-        return (self.status or "").lower() == "pending"
-
-
-@attrs.frozen(kw_only=True)
-class Retirement:
-    """A retirement of credits by (or for) the organization; its certificate is a PDF."""
-
-    id: str
-    credit_id: str | None = None
-    amount: float | None = None
-    reason: str | None = None
-    beneficiary_name: str | None = None
-    comment: str | None = None
-    project_id: str | None = None
-    project_name: str | None = None
-    vintage: int | None = None
-    organization_id: str | None = None
-    created_at: datetime.datetime | None = None
-    extra: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
-
-
-@attrs.frozen(kw_only=True)
-class Address:
-    """An address of the organization that credits can be transferred to (``toAddress``)."""
-
-    id: str | None = None
-    address: str | None = None
-    name: str | None = None
-    is_default: bool | None = None
-    created_at: datetime.datetime | None = None
-    extra: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
-
-
-@attrs.frozen(kw_only=True)
-class Reservation:
-    """A warehouse reservation: ``amount`` of a credit held for ten minutes, then finished
-    (transfer / retire / transfer_retire) or cancelled.
-
-    ``status`` is kept as sent; the emulator uses ``"active"``, ``"completed"``,
-    ``"cancelled"`` and ``"expired"``.
-    """
-
-    id: str
-    credit_id: str | None = None
-    organization_id: str | None = None
-    amount: float | None = None
-    status: str | None = None
-    action: str | None = None
-    receiver_id: str | None = None
-    created_at: datetime.datetime | None = None
-    expires_at: datetime.datetime | None = None
-    extra: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
-
-
-@attrs.frozen(kw_only=True)
-class Project:
-    """A public project (``GET /projects``)."""
-
-    id: str
-    name: str | None = None
-    short_description: str | None = None
-    country: str | None = None
-    methodology: str | None = None
-    status: str | None = None
-    vintage_start: int | None = None
-    is_public: bool | None = None
-    created_at: datetime.datetime | None = None
-    updated_at: datetime.datetime | None = None
-    extra: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)

@@ -28,8 +28,9 @@ Where it works
     it raises ``BlockingCallError`` instead.
 
 Fork
-    ``os.register_at_fork`` gives the child fresh loop state, and every call compares the
-    process id recorded when the client attached to the loop: the child's first call starts
+    An after-fork hook (registered through ``_fork``, where platforms without ``fork`` are
+    handled) gives the child fresh loop state, and every call compares the fork generation
+    recorded when the client attached to the loop: the child's first call starts
     its own loop, and the core's transport makes a new session there (the parent's sockets are
     abandoned, never closed or read).
 
@@ -48,7 +49,6 @@ import asyncio
 import atexit
 import contextlib
 import inspect
-import os
 import threading
 import weakref
 from _thread import allocate_lock, get_ident
@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar,
 
 import anyio.from_thread
 
+from . import _fork
 from .client import AppTokenClient, AsyncICRClient, InstallationClient, _TokenScopedClient
 from .errors import BlockingCallError, ClientClosedError
 
@@ -79,7 +80,6 @@ D = TypeVar("D")
 S = TypeVar("S")
 _Client = TypeVar("_Client", bound="ICRClient")
 
-_getpid = os.getpid
 # How long Ctrl-C waits for the cancelled coroutine to unwind (close its connection) before
 # raising KeyboardInterrupt anyway: long enough for aiohttp, short enough to feel immediate.
 CANCEL_GRACE = 2.0
@@ -163,7 +163,7 @@ _closing: set[asyncio.Task[None]] = set()
 def _after_fork_in_child() -> None:
     # The parent's loop thread does not exist here, and any lock may have been held by one of
     # the parent's threads at the moment of the fork: start from clean state. Each client
-    # notices the new pid on its next call and attaches to a new loop.
+    # notices the new fork generation on its next call and attaches to a new loop.
     global _shared
     # Kept alive for good: collecting the parent's portal would run its shutdown code, which
     # waits forever for a loop thread that does not exist in this process.
@@ -173,7 +173,7 @@ def _after_fork_in_child() -> None:
         handle.lock = threading.Lock()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+_fork.after_fork_in_child(_after_fork_in_child)
 
 
 # -- one call across threads --------------------------------------------------------------
@@ -274,17 +274,26 @@ def _abandon(call: _Call) -> None:
 
 class _Handle:
     """What every blocking object derived from one ``ICRClient`` shares: the async client and
-    its lease on the loop. The fast path is ``pid == os.getpid()`` then a thread check."""
+    its lease on the loop. The fast path compares the fork generation, then the thread."""
 
-    __slots__ = ("__weakref__", "closed", "core", "lock", "loop", "pid", "shared", "thread_id")
+    __slots__ = (
+        "__weakref__",
+        "closed",
+        "core",
+        "generation",
+        "lock",
+        "loop",
+        "shared",
+        "thread_id",
+    )
 
     def __init__(self, core: AsyncICRClient) -> None:
         self.core = core
         self.lock = threading.Lock()
         self.closed = False
-        # pid != os.getpid() means "not attached in this process": before the first call,
+        # generation != _fork.generation means "not attached in this process": before the first call,
         # after close, and in a forked child. One comparison covers all three.
-        self.pid = -1
+        self.generation = -1
         self.loop: asyncio.AbstractEventLoop | None = None
         self.thread_id = -1
         self.shared: _SharedLoop | None = None
@@ -299,7 +308,7 @@ class _Handle:
         kwargs: dict[str, Any],
     ) -> R:
         """Build ``method(target, *args, **kwargs)`` and run it on the loop."""
-        if self.pid != _getpid():
+        if self.generation != _fork.generation:
             self._attach()
         if get_ident() == self.thread_id:
             raise BlockingCallError(
@@ -315,19 +324,21 @@ class _Handle:
         with self.lock:
             if self.closed:
                 raise ClientClosedError("the client is closed; create a new one")
-            pid = _getpid()
-            if self.pid == pid:  # another thread attached while we waited for the lock
+            generation = _fork.generation
+            if (
+                self.generation == generation
+            ):  # another thread attached while we waited for the lock
                 return
             # First call in this process (or in this forked child): lease the shared loop.
             # A lease taken in the parent is not given back here; the parent's loop is gone.
             shared = _shared
             self.loop, self.thread_id = shared.acquire()
             self.shared = shared
-            self.pid = pid  # published last: the fast path reads pid first
+            self.generation = generation  # published last: the fast path reads it first
 
     def close(self, *, wait: bool = True) -> None:
         """Close the async client on the loop and give the lease back. Idempotent."""
-        on_loop_thread = self.pid == _getpid() and get_ident() == self.thread_id
+        on_loop_thread = self.generation == _fork.generation and get_ident() == self.thread_id
         if on_loop_thread and wait:
             raise BlockingCallError(
                 "ICRClient.close() called on icr-async's own event-loop thread: "
@@ -337,9 +348,9 @@ class _Handle:
             if self.closed:
                 return
             self.closed = True
-            attached = self.pid == _getpid()
+            attached = self.generation == _fork.generation
             loop, shared = self.loop, self.shared
-            self.pid, self.loop, self.thread_id, self.shared = -1, None, -1, None
+            self.generation, self.loop, self.thread_id, self.shared = -1, None, -1, None
         _handles.discard(self)
         if not attached or loop is None or shared is None:
             # Never used in this process: no session here, no lease to give back.
@@ -485,7 +496,7 @@ def _close_iterator(handle: _Handle, name: str, iterator: AsyncIterator[Any]) ->
     # Stopped early (break, close(), garbage collection): finish the async generator now so
     # its `finally` blocks run. Where that cannot block (the loop thread, a closed client) the
     # loop's own async-generator hooks finalize it when it is collected.
-    if handle.closed or handle.pid != _getpid() or get_ident() == handle.thread_id:
+    if handle.closed or handle.generation != _fork.generation or get_ident() == handle.thread_id:
         return
     with contextlib.suppress(Exception):
         handle.run(name, _aclose, iterator, (), {})
@@ -731,6 +742,7 @@ class ICRClient(_Bridge):
         return self._core.stats
 
     key_fingerprint = _Forward(AsyncICRClient.key_fingerprint)
+    signers = _Forward(AsyncICRClient.signers)
     base_url = _Forward(AsyncICRClient.base_url)
     jwt_signatures = _Forward(AsyncICRClient.jwt_signatures)
     clock_offset = _Forward(AsyncICRClient.clock_offset)

@@ -62,6 +62,7 @@ import cattrs
 from cattrs.gen import make_dict_structure_fn, override
 
 from .errors import ICRError
+from .models import User
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -174,13 +175,16 @@ class WebhookEvent:
     """One webhook delivery, built from the trusted payload only.
 
     ``event`` is the event name as sent (compare with :class:`EventType`; unknown names are
-    kept). ``raw`` is the whole trusted payload (the decoded ``signedData`` when there is one).
+    kept). ``sender`` is the user who caused the event (ICR sends ``{id, url, email, fullName,
+    profilePicture}``; unknown keys land in its ``extra``). ``transaction`` is the credit
+    movement of a transaction event, as sent. ``raw`` is the whole trusted payload (the
+    decoded ``signedData`` when there is one).
     ``verified`` says whether a signature was checked (``False`` only with ``secret=None``).
     """
 
     event: str
     installation: WebhookInstallation | None = None
-    sender: dict[str, Any] | None = None
+    sender: User | None = None
     transaction: dict[str, Any] | None = None
     raw: dict[str, Any] = attrs.field(factory=dict, repr=False)
     verified: bool = False
@@ -225,6 +229,11 @@ def _structure_event_name(value: Any, type_: Any) -> str:
     return name
 
 
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
 def _make_converter() -> cattrs.Converter:
     """Build the module's private converter; every hook is registered here."""
     conv = cattrs.Converter(detailed_validation=True, forbid_extra_keys=False)
@@ -248,6 +257,24 @@ def _make_converter() -> cattrs.Converter:
         return attrs.evolve(installation_fn(data, type_), raw=dict(value))
 
     conv.register_structure_hook(WebhookInstallation, structure_installation)
+
+    user_fn = make_dict_structure_fn(
+        User,
+        conv,
+        id=override(rename="id", struct_hook=_structure_optional_id),
+        full_name=override(rename="fullName"),
+        profile_picture=override(rename="profilePicture"),
+        extra=override(omit=True),
+    )
+    known_user_keys = frozenset(_camel(f.name) for f in attrs.fields(User) if f.name != "extra")
+
+    def structure_user(value: Any, type_: Any) -> User:
+        if not isinstance(value, Mapping):
+            raise TypeError(f"sender must be an object, got {type(value).__name__}")
+        extra = {k: v for k, v in value.items() if k not in known_user_keys}
+        return attrs.evolve(user_fn(value, type_), extra=extra)
+
+    conv.register_structure_hook(User, structure_user)
 
     event_fn = make_dict_structure_fn(
         WebhookEvent,

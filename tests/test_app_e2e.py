@@ -83,8 +83,8 @@ async def test_install_webhook_then_reserve_and_retire(
 
         warehouse = await inst.get_warehouse_inventory()
         credit = warehouse.credits[0]
-        assert credit.available_amount is not None
-        assert credit.available_amount > 5
+        assert credit.amount is not None
+        assert credit.amount > 5
         reservation = await inst.create_reservation(
             credit_id=credit.id, amount=5, idempotency_key="order-1:reserve"
         )
@@ -95,7 +95,7 @@ async def test_install_webhook_then_reserve_and_retire(
             retirement_data=RetirementData(reason="Order 1", beneficiary_name="A. Buyer"),
             idempotency_key="order-1:retire",
         )
-        assert retired.status == "completed"
+        assert retired.is_complete
 
         transaction_event = await asyncio.wait_for(events.get(), WAIT)
         assert transaction_event.event == EventType.WAREHOUSE_TRANSACTION
@@ -103,7 +103,7 @@ async def test_install_webhook_then_reserve_and_retire(
         transaction = transaction_event.transaction
         assert transaction is not None
         assert transaction["reservationId"] == reservation.id
-        assert (transaction["type"], transaction["amount"]) == ("retire", 5)
+        assert (transaction["action"], transaction["amount"]) == ("retire", 5)
         assert credit.amount is not None
         assert emulator.ledger.balance(organization.id, credit.id) == credit.amount - 5
 
@@ -188,6 +188,6 @@ async def test_the_documented_complete_app_runs(
         deliveries = await emulator.webhooks.drain(timeout=WAIT)
     assert [d.event for d in deliveries] == ["installed", "warehouseTransaction"]
     assert emulator.ledger.balance(org_id, credit_id) == 30
-    assert emulator.ledger.retirements(org_id)[-1]["beneficiaryName"] == "A. Buyer"
+    assert emulator.ledger.retirements(org_id)[-1]["beneficiary"] == "A. Buyer"
     (transaction,) = shop[namespace["TRANSACTIONS"]]
-    assert (transaction["type"], transaction["amount"]) == ("retire", 20)
+    assert (transaction["action"], transaction["amount"]) == ("retire", 20)

@@ -703,7 +703,7 @@ def test_in_process_error_hints(
     faults = emu.emulator.faults
     cases: list[tuple[Fault, str]] = [
         (Fault(method="GET", path="/app/installations", status=500, times=3), "try again later"),
-        (Fault(method="GET", path="/app/installations", action="nonjson", times=1), "--debug"),
+        (Fault(method="GET", path="/app/installations", action="nonjson", times=2), "--debug"),
         (Fault(method="GET", path="/app/installations", status=403, times=1), "permissions"),
         (
             Fault(method="GET", path="/app/installations", status=429, retry_after="120", times=1),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ssl
 from typing import Any
 
@@ -78,6 +79,17 @@ def test_base_url_accepted(url: str, expected: str) -> None:
         ("http://localhost.evil.com", "plain http"),
         ("http://127.0.0.1.nip.io", "plain http"),
         ("http://[::2]", "plain http"),
+        ("https://api.carbonregistry.com/../x", "'..' path segments"),
+        ("https://api.carbonregistry.com/%2e%2e/x", "'..' path segments"),
+        ("https://api.carbonregistry.com/a/./b", "'..' path segments"),
+        ("https://api.carbonregistry.com:99999", "invalid port"),
+        ("https://api.carbonregistry.com:http", "invalid port"),
+        ("https://api.carbonregistry.com:", "invalid port"),
+        ("https://api.carbonregistry.com:0", "invalid port"),
+        ("https://api carbonregistry.com", "spaces"),
+        ("https://api.carbon\tregistry.com", "spaces"),
+        ("https://api.carbon!registry.com", "invalid host"),
+        ("https://api..carbonregistry.com", "invalid host"),
     ],
 )
 def test_base_url_refused(url: str, match: str) -> None:
@@ -179,6 +191,63 @@ def test_bad_refresh_margin(value: Any) -> None:
 
 def test_refresh_margin_zero_allowed() -> None:
     assert ClientConfig(refresh_margin=0).refresh_margin == 0
+
+
+@pytest.mark.parametrize("value", [7200, 7200.0, 10_000])
+def test_refresh_margin_at_or_above_the_token_life_is_refused(value: float) -> None:
+    with pytest.raises(ConfigurationError, match="2-hour life"):
+        ClientConfig(refresh_margin=value)
+
+
+def test_a_number_of_seconds_sets_every_timeout() -> None:
+    assert ClientConfig(timeouts=30).timeouts == Timeouts(connect=30, read=30, total=30)
+    assert ClientConfig(timeouts=None).timeouts == Timeouts()
+
+
+@pytest.mark.parametrize("value", ["30", True, [30], {"total": 30}])
+def test_timeouts_of_another_type_are_refused(value: Any) -> None:
+    with pytest.raises(ConfigurationError, match="timeouts must be"):
+        ClientConfig(timeouts=value)
+    with pytest.raises(ConfigurationError, match="timeouts must be"):
+        _client(timeouts=value)
+
+
+@pytest.mark.parametrize("value", [3, True, "3", 0.5, {"attempts": 3}])
+def test_retry_must_be_a_policy(value: Any) -> None:
+    with pytest.raises(ConfigurationError, match="retry must be a RetryPolicy"):
+        ClientConfig(retry=value)
+    with pytest.raises(ConfigurationError, match="retry must be a RetryPolicy"):
+        _client(retry=value)
+
+
+def test_an_integer_retry_gets_a_hint() -> None:
+    with pytest.raises(ConfigurationError, match=r"RetryPolicy\(attempts=3\)"):
+        ClientConfig(retry=3)
+
+
+def test_an_empty_base_url_is_not_production(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigurationError, match="non-empty"):
+        _client(base_url="")
+    # An empty environment variable is "unset", as shells mean it.
+    monkeypatch.setenv("ICR_BASE_URL", "")
+    from icr_async import AsyncICRClient
+
+    client = AsyncICRClient("app", _key())
+    assert client.base_url == PRODUCTION_URL
+
+
+def _client(**kwargs: Any) -> Any:
+    from icr_async import AsyncICRClient
+
+    return AsyncICRClient("app", _key(), env=False, **kwargs)
+
+
+@functools.cache
+def _key() -> str:
+    """One generated key for these tests (generating costs ~100 ms)."""
+    from icr_async.testing import generate_private_key_pem
+
+    return generate_private_key_pem()
 
 
 def test_ssl_context_not_in_repr() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime
 import email.utils
 import hashlib
 import hmac
@@ -14,7 +15,9 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
+import attrs
 import pytest
+from aiohttp import web
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 from multidict import CIMultiDictProxy
@@ -22,12 +25,15 @@ from multidict import CIMultiDictProxy
 import icr_async.testing as testing_pkg
 from icr_async._clock import ManualClock
 from icr_async.testing import (
+    VARIANTS,
     EmulatorApp,
     EmulatorServer,
+    EmulatorVariant,
     Fault,
     ICREmulator,
     generate_private_key_pem,
 )
+from icr_async.testing._variants import options_of
 
 START = 1_700_000_000.0
 TOKEN_RE = re.compile(r"crs_[0-9a-f]{48}")
@@ -90,12 +96,14 @@ def sign(
     exp: float = 540,
     key_pem: str | None = None,
     iss: str | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> str:
-    """An app JWT with iat/exp relative to ``now``."""
+    """An app JWT with iat/exp relative to ``now`` (and ``extra`` claims)."""
     claims = {
         "iss": app.app_id if iss is None else iss,
         "iat": int(now + iat),
         "exp": int(now + exp),
+        **(extra or {}),
     }
     key = RSAKey.import_key(app.private_key_pem if key_pem is None else key_pem)
     return jwt.encode({"alg": "RS256"}, claims, key)
@@ -161,8 +169,14 @@ def first_installation(emulator: ICREmulator, app: EmulatorApp) -> dict[str, Any
 # ---------------------------------------------------------------------- public surface
 
 
+def _isort_key(name: str) -> tuple[int, str]:
+    # ruff's RUF022 order (as tests/test_public_api.py): CONSTANTS, Classes, the rest.
+    group = 0 if name.isupper() else 1 if name[:1].isupper() else 2
+    return group, name
+
+
 def test_all_is_sorted_and_complete() -> None:
-    assert testing_pkg.__all__ == sorted(testing_pkg.__all__)
+    assert testing_pkg.__all__ == sorted(testing_pkg.__all__, key=_isort_key)
     for name in testing_pkg.__all__:
         assert getattr(testing_pkg, name).__doc__
 
@@ -325,7 +339,7 @@ async def test_jwt_leeway_accepts_slightly_future_iat(
     [
         ("expired", "expired", "JWT expired"),
         ("future", "iat_in_future", "JWT issued in the future (iat)"),
-        ("lifetime", "lifetime", "JWT lifetime exceeds 10 minutes"),
+        ("exp_too_far", "exp_too_far", "JWT exp must be at most 10 minutes in the future"),
         ("signature", "signature", "Invalid JWT signature"),
         ("unknown_iss", "unknown_app", "Unknown app (iss)"),
         ("alg_none", "algorithm", "Unsupported JWT algorithm 'none': RS256 is required"),
@@ -354,8 +368,8 @@ async def test_jwt_rejections(
         token = sign(app, now, iat=-601, exp=-1)
     elif kind == "future":
         token = sign(app, now, iat=100, exp=400)
-    elif kind == "lifetime":
-        token = sign(app, now, iat=-60, exp=600)
+    elif kind == "exp_too_far":
+        token = sign(app, now, iat=-60, exp=900)
     elif kind == "signature":
         token = sign(app, now, key_pem=other_key_pem)
     elif kind == "unknown_iss":
@@ -555,7 +569,7 @@ async def test_create_user_organization(
     }
     url = f"{server.url}/app/create/user/organization"
     status, body, _ = await call(http, "POST", url, token=sign(app, clock()), json_body=request)
-    assert status == 201
+    assert status == 200  # the docs' reading; post_status=201 is the other
     assert body["user"]["email"] == "ada@example.com"
     assert body["user"]["fullName"] == "Ada"
     org = body["organization"]
@@ -1010,7 +1024,9 @@ async def test_date_header_follows_clock_and_skew(
 
 @pytest.mark.anyio
 async def test_request_ids_are_fresh(server: EmulatorServer, http: aiohttp.ClientSession) -> None:
-    ids = {(await call(http, "GET", f"{server.url}/projects"))[2]["x-request-id"] for _ in range(5)}
+    ids = {
+        (await call(http, "GET", f"{server.url}/projects"))[2]["x-icr-request-id"] for _ in range(5)
+    }
     assert len(ids) == 5
 
 
@@ -1021,7 +1037,7 @@ async def test_unknown_route_is_nest_404(
     status, body, headers = await call(http, "GET", f"{server.url}/nope")
     assert status == 404
     assert body == {"statusCode": 404, "message": "Cannot GET /nope", "error": "Not Found"}
-    assert "x-request-id" in headers
+    assert "x-icr-request-id" in headers
     status, body, _ = await call(http, "PUT", f"{server.url}/app/accessTokens")
     assert (status, body["message"]) == (404, "Cannot PUT /app/accessTokens")
     assert emulator.stats.requests[("GET", "unmatched")] == 1
@@ -1062,7 +1078,7 @@ async def test_status_fault_with_retry_after_times_and_after(
         "error": "Too Many Requests",
     }
     assert results[1][2]["Retry-After"] == "7"
-    assert "x-request-id" in results[1][2]
+    assert "x-icr-request-id" in results[1][2]
     assert emulator.faults.fired(fault) == 2
     # A fault that does not match the method or path leaves requests alone.
     emulator.faults.add(Fault(method="POST", path="/projects"))
@@ -1249,3 +1265,484 @@ async def test_tls(emulator: ICREmulator, app: EmulatorApp, clock: ManualClock) 
             connector=aiohttp.TCPConnector(ssl=client_context)
         ) as http:
             assert (await call(http, "GET", f"{server.url}/projects"))[0] == 401
+
+
+# ------------------------------------------------ variants: every plausible ICR (issue 12)
+
+REQUIRED_VARIANTS = (
+    "icr-docs",
+    "one-based",
+    "created-201",
+    "clock-behind",
+    "clock-ahead",
+    "short-tokens",
+    "http-date-retry",
+    "everything-else",
+)
+
+
+def make_emulator(
+    clock: ManualClock, key_pem: str, **options: Any
+) -> tuple[ICREmulator, EmulatorApp]:
+    emulator = ICREmulator(clock=clock, seed=7, **options)
+    return emulator, emulator.create_app(7, private_key_pem=key_pem)
+
+
+def http_time(value: str) -> float:
+    return email.utils.parsedate_to_datetime(value).timestamp()
+
+
+def test_variants_table() -> None:
+    assert tuple(VARIANTS)[: len(REQUIRED_VARIANTS)] == REQUIRED_VARIANTS
+    defaults = ICREmulator()
+    assert VARIANTS["icr-docs"].kwargs() == options_of(defaults)
+    assert options_of(defaults) == {
+        "page_base": 0,
+        "page_end_style": "null",
+        "post_status": 200,
+        "clock_offset": 0.0,
+        "installation_token_ttl": 7200.0,
+        "app_token_ttl": 3600.0,
+        "retry_after_style": "seconds",
+        "request_id_header": "x-icr-request-id",
+    }
+    # "everything-else" takes the other reading of every option at once.
+    other = VARIANTS["everything-else"].kwargs()
+    assert all(other[k] != v for k, v in options_of(defaults).items())  # type: ignore[literal-required]
+    assert other["page_base"] == 1
+    assert other["clock_offset"] == -420
+    for name, variant in VARIANTS.items():
+        assert variant.name == name
+        assert variant.description
+        emulator = variant.apply(ICREmulator())
+        assert options_of(emulator) == variant.kwargs()
+        assert options_of(ICREmulator(**variant.kwargs())) == variant.kwargs()
+    assert VARIANTS["clock-ahead"].clock_offset == 420.0
+    assert VARIANTS["short-tokens"].installation_token_ttl == 120.0
+    with pytest.raises(TypeError):
+        VARIANTS["new"] = VARIANTS["icr-docs"]  # type: ignore[index]
+    derived = attrs.evolve(VARIANTS["one-based"], name="one-based-null", page_end_style="null")
+    assert (derived.page_base, derived.page_end_style) == (1, "null")
+
+
+@pytest.mark.parametrize(
+    ("name", "bad"),
+    [
+        ("page_base", 2),
+        ("page_base", True),
+        ("page_base", "1"),
+        ("page_end_style", "missing"),
+        ("post_status", 202),
+        ("clock_offset", float("nan")),
+        ("clock_offset", "420"),
+        ("installation_token_ttl", 0),
+        ("installation_token_ttl", float("inf")),
+        ("app_token_ttl", -1),
+        ("retry_after_style", "date"),
+        ("request_id_header", "x request id"),
+        ("request_id_header", ""),
+    ],
+)
+def test_option_validation(name: str, bad: Any) -> None:
+    with pytest.raises(ValueError, match=name):
+        ICREmulator(**{name: bad})
+    emulator = ICREmulator()
+    before = getattr(emulator, name)
+    with pytest.raises(ValueError, match=name):
+        setattr(emulator, name, bad)
+    assert getattr(emulator, name) == before  # a refused value changes nothing
+    with pytest.raises(ValueError, match=name):
+        EmulatorVariant(name="bad", **{name: bad})
+
+
+def test_skew_is_clock_offset(clock: ManualClock) -> None:
+    emulator = ICREmulator(clock=clock, clock_offset=-420)
+    assert emulator.skew == -420
+    assert emulator.server_now() == START - 420
+    emulator.skew = 60
+    assert emulator.clock_offset == 60
+    assert ICREmulator(request_id_header="X-Trace-Id").request_id_header == "x-trace-id"
+
+
+@pytest.mark.anyio
+async def test_one_based_pages(
+    key_pem: str, clock: ManualClock, http: aiohttp.ClientSession
+) -> None:
+    emulator, app = make_emulator(clock, key_pem, page_base=1, page_end_style="absent")
+    every = [i["id"] for i in emulator.installations(app.app_id)]
+    token = sign(app, clock())
+    async with emulator.serve() as server:
+
+        async def page(number: int) -> dict[str, Any]:
+            status, body, _ = await call(
+                http,
+                "GET",
+                f"{server.url}/app/installations?limit=3&page={number}",
+                token=token,
+            )
+            assert status == 200
+            result: dict[str, Any] = body
+            return result
+
+        zero, one = await page(0), await page(1)
+        # A 1-based server reads page=0 as its first page: the same items twice.
+        assert zero == one
+        assert one["pagination"] == {"total": 7, "currentPage": 1, "pageCount": 3, "nextPage": 2}
+        assert [i["id"] for i in one["installations"]] == every[:3]
+        last = await page(3)
+        assert last["pagination"] == {"total": 7, "currentPage": 3, "pageCount": 3, "prevPage": 2}
+        assert [i["id"] for i in last["installations"]] == every[6:]
+        # Following nextPage from page=0 yields every installation once (bounded loop).
+        seen: list[str] = []
+        number: int | None = 0
+        for _ in range(10):
+            if number is None:
+                break
+            body = await page(number)
+            seen += [i["id"] for i in body["installations"]]
+            number = body["pagination"].get("nextPage")
+        assert seen == every
+        # Nulls at the ends when asked, and 0-based numbering again at run time.
+        emulator.page_end_style = "null"
+        assert (await page(3))["pagination"]["nextPage"] is None
+        assert (await page(1))["pagination"]["prevPage"] is None
+        emulator.page_base = 0
+        zero, one = await page(0), await page(1)
+        assert zero["pagination"]["currentPage"] == 0
+        assert zero["pagination"]["nextPage"] == 1
+        assert [i["id"] for i in one["installations"]] == every[3:6]
+
+
+@pytest.mark.anyio
+async def test_one_based_empty_list_and_projects(
+    key_pem: str, clock: ManualClock, http: aiohttp.ClientSession
+) -> None:
+    emulator = ICREmulator(clock=clock, page_base=1, page_end_style="absent")
+    app = emulator.create_app(private_key_pem=key_pem)
+    async with emulator.serve() as server:
+        _, body, _ = await call(
+            http, "GET", f"{server.url}/app/installations", token=sign(app, clock())
+        )
+        assert body == {
+            "pagination": {"total": 0, "currentPage": 1, "pageCount": 0},
+            "installations": [],
+        }
+        _, token, _ = await call(
+            http, "POST", f"{server.url}/app/accessTokens", token=sign(app, clock())
+        )
+        _, body, _ = await call(
+            http, "GET", f"{server.url}/projects?limit=10&page=3", token=token["token"]
+        )
+        assert body["pagination"] == {"total": 25, "currentPage": 3, "pageCount": 3, "prevPage": 2}
+        assert body["projects"][0]["name"].endswith("#21")
+
+
+def _probe_routes(emulator: ICREmulator, app: web.Application) -> None:
+    """Extension routes like the ledger's: one POST answers 200, one 201, one streams."""
+
+    async def plain(request: web.Request) -> web.StreamResponse:
+        return emulator.json_response({"ok": True})
+
+    async def created(request: web.Request) -> web.StreamResponse:
+        return emulator.json_response({"ok": True}, status=201)
+
+    async def streamed(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.content_type = "application/json"
+        await response.prepare(request)
+        await response.write(b"{}")
+        return response
+
+    app.router.add_post("/probe/plain", plain, name="probe_plain")
+    app.router.add_post("/probe/created", created, name="probe_created")
+    app.router.add_get("/probe/stream", streamed, name="probe_stream", allow_head=False)
+
+
+@pytest.mark.parametrize("post_status", [200, 201])
+@pytest.mark.anyio
+async def test_post_status_applies_to_every_successful_post(
+    key_pem: str, clock: ManualClock, http: aiohttp.ClientSession, post_status: int
+) -> None:
+    emulator, app = make_emulator(clock, key_pem, post_status=post_status)
+    emulator.route_registrars.append(_probe_routes)
+    inst = emulator.installations(app.app_id)[0]
+    async with emulator.serve() as server:
+        url = server.url
+        token = sign(app, clock())
+        status, app_token, _ = await call(http, "POST", f"{url}/app/accessTokens", token=token)
+        assert status == post_status
+        assert TOKEN_RE.fullmatch(app_token["token"])
+        status, body, _ = await call(
+            http, "POST", f"{url}/app/installations/{inst['id']}/accessTokens", token=token
+        )
+        assert (status, body["installationId"]) == (post_status, inst["id"])
+        request = {
+            "user": {"email": "ada@example.com"},
+            "organization": {"fullName": "Ada", "type": "other"},
+        }
+        status, body, _ = await call(
+            http, "POST", f"{url}/app/create/user/organization", token=token, json_body=request
+        )
+        assert (status, "installation" in body) == (post_status, True)
+        # Decided centrally: an extension's 200 and 201 both become the emulator's choice.
+        assert (await call(http, "POST", f"{url}/probe/plain"))[0] == post_status
+        assert (await call(http, "POST", f"{url}/probe/created"))[0] == post_status
+        # Only successful POSTs: GETs, DELETEs, errors and control routes keep theirs.
+        assert (await call(http, "GET", f"{url}/app/installations", token=token))[0] == 200
+        status, body, _ = await call(
+            http, "DELETE", f"{url}/app/installations/token", token=app_token["token"]
+        )
+        assert (status, body) == (200, True)
+        assert (await call(http, "POST", f"{url}/app/accessTokens"))[0] == 401
+        assert (await call(http, "POST", f"{url}/_emulator/stats/reset"))[0] == 200
+        assert (await call(http, "POST", f"{url}/_emulator/faults", json_body={}))[0] == 201
+    assert emulator.created_response({}).status == post_status
+
+
+@pytest.mark.parametrize("offset", [-420.0, 420.0])
+@pytest.mark.anyio
+async def test_clock_offset_drives_date_expiry_and_jwt_checks(
+    key_pem: str, clock: ManualClock, http: aiohttp.ClientSession, offset: float
+) -> None:
+    emulator, app = make_emulator(
+        clock, key_pem, clock_offset=offset, installation_token_ttl=120, app_token_ttl=300
+    )
+    emulator.route_registrars.append(_probe_routes)
+    server_now = START + offset
+    inst = emulator.installations(app.app_id)[0]
+    async with emulator.serve() as server:
+        _, _, headers = await call(http, "GET", f"{server.url}/projects")
+        assert http_time(headers["Date"]) == server_now
+        # A streamed answer (prepared by its handler, not the middleware) is on server time too.
+        _, _, headers = await call(http, "GET", f"{server.url}/probe/stream")
+        assert http_time(headers["Date"]) == server_now
+        assert "x-icr-request-id" in headers
+        # A JWT signed on the server's clock works; expiresAt is server time + the TTL.
+        on_server = sign(app, server_now)
+        status, token, _ = await call(
+            http,
+            "POST",
+            f"{server.url}/app/installations/{inst['id']}/accessTokens",
+            token=on_server,
+        )
+        assert status == 200
+        assert http_time_iso(token["createdAt"]) == server_now
+        assert http_time_iso(token["expiresAt"]) == server_now + 120
+        _, app_token, _ = await call(
+            http, "POST", f"{server.url}/app/accessTokens", token=on_server
+        )
+        assert http_time_iso(app_token["expiresAt"]) == server_now + 300
+        # The same JWT signed on the client's clock (iat now-60, exp now+540) is judged on
+        # the server's: 7 minutes behind, its iat is in the future and exp too far ahead.
+        status, body, _ = await call(
+            http, "POST", f"{server.url}/app/accessTokens", token=sign(app, clock())
+        )
+        if offset < 0:
+            assert (status, body["message"]) == (401, "JWT issued in the future (iat)")
+        else:
+            assert status == 200
+            status, body, _ = await call(
+                http,
+                "POST",
+                f"{server.url}/app/accessTokens",
+                token=sign(app, clock(), iat=-60, exp=400),
+            )
+            assert (status, body["message"]) == (401, "JWT expired")
+        # The installation token lapses at server time + 120, not client time + 120.
+        org_url = f"{server.url}/organizations/{inst['organization']['id']}"
+        clock.advance(119)
+        assert (await call(http, "GET", org_url, token=token["token"]))[0] == 200
+        clock.advance(1)
+        status, body, _ = await call(http, "GET", org_url, token=token["token"])
+        assert (status, body["message"]) == (401, "Access token expired")
+
+
+def http_time_iso(value: str) -> float:
+    return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+@pytest.mark.anyio
+async def test_icr_demo_jwt_is_accepted_and_exp_rule_is_on_exp_only(
+    emulator: ICREmulator,
+    app: EmulatorApp,
+    server: EmulatorServer,
+    http: aiohttp.ClientSession,
+    clock: ManualClock,
+) -> None:
+    url = f"{server.url}/app/accessTokens"
+    now = clock()
+    # ICR's demo app: iat = now-60, exp = now+600 (exp - iat = 660) and alg in the payload.
+    demo = sign(app, now, iat=-60, exp=600, extra={"alg": "RS256"})
+    assert jwt.decode(demo, RSAKey.import_key(app.private_key_pem)).claims["alg"] == "RS256"
+    assert (await call(http, "POST", url, token=demo))[0] == 200
+    # exp is measured against the server's clock, with the drift leeway (30 s) on top.
+    assert (await call(http, "POST", url, token=sign(app, now, iat=0, exp=630)))[0] == 200
+    status, body, _ = await call(http, "POST", url, token=sign(app, now, iat=0, exp=631))
+    assert (status, body["message"]) == (401, "JWT exp must be at most 10 minutes in the future")
+    status, _, _ = await call(http, "POST", url, token=sign(app, now, iat=-60, exp=900))
+    assert status == 401
+    # A long exp - iat is fine as long as exp is near: iat an hour back, exp in 5 minutes.
+    assert (await call(http, "POST", url, token=sign(app, now, iat=-3600, exp=300)))[0] == 200
+    # A JWT refused as too far ahead is fine once the server's clock catches up (cached).
+    early = sign(app, now, iat=0, exp=700)
+    assert (await call(http, "POST", url, token=early))[0] == 401
+    clock.advance(100)
+    assert (await call(http, "POST", url, token=early))[0] == 200
+    assert emulator.stats.jwt_rejections == {"exp_too_far": 3}
+
+
+@pytest.mark.parametrize("offset", [-420.0, 0.0, 420.0])
+@pytest.mark.anyio
+async def test_retry_after_http_date_on_server_clock(
+    key_pem: str, clock: ManualClock, http: aiohttp.ClientSession, offset: float
+) -> None:
+    emulator, _ = make_emulator(clock, key_pem, retry_after_style="http-date", clock_offset=offset)
+    url_path = "/projects"
+    emulator.faults.add(Fault(path=url_path, status=429, retry_after=7, times=None))
+    async with emulator.serve() as server:
+        status, _, headers = await call(http, "GET", server.url + url_path)
+        assert status == 429
+        assert http_time(headers["Date"]) == START + offset
+        assert headers["Retry-After"] == email.utils.formatdate(START + offset + 7, usegmt=True)
+        # Mid-second, the date is rounded up: waiting until it never comes back early.
+        clock.advance(0.5)
+        _, _, headers = await call(http, "GET", server.url + url_path)
+        assert http_time(headers["Retry-After"]) == START + offset + 8
+        # Switched at run time; a string of seconds works too, and a date passes as it is.
+        emulator.retry_after_style = "seconds"
+        assert (await call(http, "GET", server.url + url_path))[2]["Retry-After"] == "7"
+        emulator.faults.clear()
+        emulator.faults.add(Fault(status=503, retry_after="1.5"))
+        assert (await call(http, "GET", server.url + url_path))[2]["Retry-After"] == "1.5"
+        emulator.retry_after_style = "http-date"
+        emulator.faults.add(Fault(status=503, retry_after="12"))
+        _, _, headers = await call(http, "GET", server.url + url_path)
+        assert http_time(headers["Retry-After"]) == START + offset + 1 + 12
+        literal = "Wed, 21 Oct 2015 07:28:00 GMT"
+        emulator.faults.add(Fault(status=503, retry_after=literal))
+        assert (await call(http, "GET", server.url + url_path))[2]["Retry-After"] == literal
+    with pytest.raises(ValueError, match="retry_after"):
+        Fault(retry_after=-1)
+
+
+@pytest.mark.parametrize("header", ["x-icr-request-id", "x-request-id", None])
+@pytest.mark.anyio
+async def test_request_id_header(
+    key_pem: str, clock: ManualClock, http: aiohttp.ClientSession, header: str | None
+) -> None:
+    emulator, app = make_emulator(clock, key_pem, request_id_header=header)
+    emulator.faults.add(Fault(path="/nowhere", status=503))
+    async with emulator.serve() as server:
+        answers = [
+            await call(http, "GET", f"{server.url}/projects"),  # 401
+            await call(http, "GET", f"{server.url}/nowhere"),  # a fault
+            await call(http, "GET", f"{server.url}/nope"),  # 404
+            await call(http, "GET", f"{server.url}/app/installations", token=sign(app, clock())),
+        ]
+    assert [a[0] for a in answers] == [401, 503, 404, 200]
+    for name in ("x-icr-request-id", "x-request-id"):
+        if name != header:
+            assert all(name not in a[2] for a in answers)
+    if header is not None:
+        ids = [a[2][header] for a in answers]
+        assert len(set(ids)) == len(ids)  # unique per response
+        assert all(re.fullmatch(r"[0-9a-f-]{36}", i) for i in ids)
+
+
+@pytest.mark.anyio
+async def test_revoked_expired_and_lagging_tokens_say_why(
+    emulator: ICREmulator,
+    app: EmulatorApp,
+    server: EmulatorServer,
+    http: aiohttp.ClientSession,
+    clock: ManualClock,
+) -> None:
+    first, second, third = emulator.installations(app.app_id)
+    url = f"{server.url}/projects"
+
+    async def message(token: str) -> str:
+        status, body, _ = await call(http, "GET", url, token=token)
+        assert status == 401
+        text: str = body["message"]
+        return text
+
+    by_delete = (await mint(http, server, app, clock, first["id"]))["token"]
+    revoke_url = f"{server.url}/app/installations/token"
+    assert (await call(http, "DELETE", revoke_url, token=by_delete))[:2] == (200, True)
+    assert await message(by_delete) == "Access token has been revoked"
+    by_python = (await mint(http, server, app, clock, second["id"]))["token"]
+    emulator.revoke_tokens(second["id"])
+    assert await message(by_python) == "Access token has been revoked"
+    forced = (await mint(http, server, app, clock, third["id"]))["token"]
+    emulator.expire_tokens(third["id"])
+    assert await message(forced) == "Access token expired"
+    lapsed = (await mint(http, server, app, clock, third["id"]))["token"]
+    clock.advance(7200)
+    assert await message(lapsed) == "Access token expired"
+    assert await message("crs_" + "0" * 48) == "Invalid access token"
+    # Replication lag names no reason a client could mistake for a revoked or bad token.
+    emulator.propagation_lag = 5
+    fresh = (await mint(http, server, app, clock, third["id"]))["token"]
+    lag = await message(fresh)
+    assert lag == "Unauthorized"
+    assert not re.search("revoked|expired|invalid", lag, re.IGNORECASE)
+    clock.advance(5)
+    assert (await call(http, "GET", url, token=fresh))[0] == 200
+    # A token revoked during the lag says revoked, not "not there yet".
+    lagging = (await mint(http, server, app, clock, third["id"]))["token"]
+    emulator.revoke_tokens(third["id"])
+    assert await message(lagging) == "Access token has been revoked"
+    assert emulator.stats.token_rejections == {
+        "revoked": 3,
+        "expired": 2,
+        "unknown": 1,
+        "propagation": 1,
+    }
+
+
+@pytest.mark.parametrize("name", REQUIRED_VARIANTS)
+@pytest.mark.anyio
+async def test_every_variant_serves_a_full_flow(
+    key_pem: str, clock: ManualClock, http: aiohttp.ClientSession, name: str
+) -> None:
+    """Mint, list every page by nextPage, read an organization, revoke: in each reading."""
+    variant = VARIANTS[name]
+    emulator, app = make_emulator(clock, key_pem, **variant.kwargs())
+    every = [i["id"] for i in emulator.installations(app.app_id)]
+    jwt_token = sign(app, emulator.server_now())
+    async with emulator.serve() as server:
+        seen: list[str] = []
+        page: int | None = 0
+        for _ in range(10):
+            if page is None:
+                break
+            status, body, headers = await call(
+                http,
+                "GET",
+                f"{server.url}/app/installations?limit=3&page={page}",
+                token=jwt_token,
+            )
+            assert status == 200
+            assert body["pagination"]["currentPage"] == max(page, variant.page_base)
+            seen += [i["id"] for i in body["installations"]]
+            page = body["pagination"].get("nextPage")
+        assert seen == every
+        inst = emulator.installations(app.app_id)[0]
+        status, token, headers = await call(
+            http,
+            "POST",
+            f"{server.url}/app/installations/{inst['id']}/accessTokens",
+            token=jwt_token,
+        )
+        assert status == variant.post_status
+        assert http_time(headers["Date"]) == START + variant.clock_offset
+        lifetime = http_time_iso(token["expiresAt"]) - http_time_iso(token["createdAt"])
+        assert lifetime == variant.installation_token_ttl
+        if variant.request_id_header is not None:
+            assert headers[variant.request_id_header]
+        org_url = f"{server.url}/organizations/{inst['organization']['id']}"
+        assert (await call(http, "GET", org_url, token=token["token"]))[0] == 200
+        revoke = f"{server.url}/app/installations/token"
+        assert (await call(http, "DELETE", revoke, token=token["token"]))[:2] == (200, True)
+        status, body, _ = await call(http, "GET", org_url, token=token["token"])
+        assert (status, body["message"]) == (401, "Access token has been revoked")

@@ -13,12 +13,24 @@ from icr_async._converters import _fast_fn, converter, structure
 from icr_async.errors import ResponseDecodeError
 from icr_async.models import (
     AccessToken,
+    Address,
     AppAccessToken,
     CreatedOrganization,
+    Credit,
+    CreditRequest,
     Installation,
     InstallationAccessToken,
+    Inventory,
     Organization,
     Pagination,
+    Project,
+    ProjectRef,
+    Reservation,
+    Reserver,
+    Retirement,
+    User,
+    WarehouseCredit,
+    WarehouseInventory,
 )
 from icr_async.testing import ICREmulator
 
@@ -30,7 +42,35 @@ MODELS = [
     Organization,
     Pagination,
     CreatedOrganization,
+    User,
+    ProjectRef,
+    Reserver,
+    Credit,
+    WarehouseCredit,
+    Inventory,
+    WarehouseInventory,
+    CreditRequest,
+    Retirement,
+    Reservation,
+    Address,
+    Project,
 ]
+
+RESERVATION: dict[str, Any] = {
+    "id": "r-1",
+    "amount": 5,
+    "createdAt": "2024-01-01T00:00:00.000Z",
+    "updatedAt": "2024-01-01T00:00:00.000Z",
+    "tokenId": "2",
+    "tokenAddress": "0xabc",
+    "type": "exPost",
+    "reservedToDate": "2024-01-01T00:10:00.000Z",
+    "serialization": "ICR-IS-2021-2-000001",
+    "isComplete": False,
+    "project": {"id": "p-1", "fullName": "Kelp"},
+    "reserver": {"id": "app-1", "name": "Shop"},
+    "creditId": "exPost-2-0xabc",
+}
 
 
 @pytest.fixture(scope="module")
@@ -129,3 +169,38 @@ def test_fast_path_never_disagrees_with_cattrs(overrides: dict[str, Any]) -> Non
     except ResponseDecodeError:
         got = None
     assert got == reference
+
+
+def test_fast_path_equals_cattrs_on_emulator_retirements() -> None:
+    emulator = ICREmulator(seed=3)
+    app = emulator.create_app(installations=1)
+    org = emulator.installations(app.app_id)[0]["organization"]["id"]
+    (retirement,) = emulator.ledger.retirements(org)
+    fast = _fast_fn(Retirement)
+    assert fast is not None
+    assert fast(retirement) == converter.structure(retirement, Retirement)
+    assert fast(retirement).project.full_name
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    overrides=st.dictionaries(
+        st.sampled_from(sorted(RESERVATION)),
+        json_values | st.sampled_from([0, 1, "true"]),
+        max_size=4,
+    )
+)
+def test_fast_path_never_disagrees_with_cattrs_on_nested_models(overrides: dict[str, Any]) -> None:
+    # Reservation nests two models (project, reserver) and every scalar kind.
+    data = {**RESERVATION, **overrides}
+    try:
+        reference: Any = converter.structure(data, Reservation)
+    except Exception:
+        reference = None
+    try:
+        got: Any = structure(data, Reservation)
+    except ResponseDecodeError:
+        got = None
+    assert got == reference
+    if got is not None:
+        assert got.extra == reference.extra

@@ -70,6 +70,16 @@ bodies = st.one_of(
     st.fixed_dictionaries(
         {"pagination": json_values, "installations": st.lists(json_values, max_size=3)}
     ).map(lambda v: json.dumps(v).encode()),
+    # ICR-shaped organization answers with arbitrary members (shared/docs/icr-api.md).
+    st.fixed_dictionaries(
+        {"credits": st.lists(json_values, max_size=3), "organizationId": json_values}
+    ).map(lambda v: json.dumps(v).encode()),
+    st.fixed_dictionaries(
+        {"pagination": json_values, "reservations": st.lists(json_values, max_size=3)}
+    ).map(lambda v: json.dumps(v).encode()),
+    st.fixed_dictionaries({"retirements": st.lists(json_values, max_size=3)}).map(
+        lambda v: json.dumps(v).encode()
+    ),
 )
 
 headers = st.fixed_dictionaries(
@@ -91,7 +101,17 @@ headers = st.fixed_dictionaries(
     },
 )
 
-CALLS = ["get_installation", "list_installations", "create_app_token", "iterate", "org"]
+CALLS = [
+    "get_installation",
+    "list_installations",
+    "create_app_token",
+    "iterate",
+    "org",
+    "inventory",
+    "warehouse",
+    "reservations",
+    "retirements",
+]
 
 
 @settings(
@@ -109,12 +129,18 @@ def test_any_answer_gives_a_value_or_an_icr_error(
     emulator = live.emulator
     installation = emulator.installations(live.app.app_id)[0]
     emulator.faults.clear()
+    org = f"/organizations/{installation['organization']['id']}"
+    scoped = blocking.installation(installation["id"])
     path = {
         "get_installation": f"/app/installations/{installation['id']}",
         "list_installations": "/app/installations",
         "create_app_token": "/app/accessTokens",
         "iterate": "/app/installations",
-        "org": f"/organizations/{installation['organization']['id']}",
+        "org": org,
+        "inventory": f"{org}/inventory",
+        "warehouse": f"{org}/warehouse/inventory",
+        "reservations": f"{org}/warehouse/inventory/reservations",
+        "retirements": f"{org}/retirements",
     }[call]
     emulator.faults.add(Fault(path=path, status=status, body=body, headers=extra, times=None))
     try:
@@ -127,8 +153,16 @@ def test_any_answer_gives_a_value_or_an_icr_error(
             result = blocking.create_app_token()
         elif call == "iterate":
             result = list(blocking.iter_installations(page_size=2))
+        elif call == "inventory":
+            result = scoped.get_inventory()
+        elif call == "warehouse":
+            result = scoped.get_warehouse_inventory()
+        elif call == "reservations":
+            result = scoped.list_reservations(limit=5)
+        elif call == "retirements":
+            result = scoped.list_retirements()
         else:
-            result = blocking.installation(installation["id"]).get_organization()
+            result = scoped.get_organization()
     except ICRError:
         pass
     else:

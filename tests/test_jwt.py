@@ -55,13 +55,20 @@ def app_jwt(private_key: PrivateKey, clock: ManualClock) -> AppJWT:
     return AppJWT(APP_ID, private_key, ClockSync(clock))
 
 
+def _get(app_jwt: AppJWT) -> str:
+    """A local key signs inline: ``peek`` always has a JWT, without awaiting."""
+    token = app_jwt.peek()
+    assert token is not None
+    return token
+
+
 def _verify(token: str, public_jwk: RSAKey) -> tuple[dict[str, Any], dict[str, Any]]:
     decoded = jwt.decode(token, public_jwk, algorithms=["RS256"])
     return dict(decoded.header), dict(decoded.claims)
 
 
 def test_claims_and_signature(app_jwt: AppJWT, public_jwk: RSAKey) -> None:
-    token = app_jwt.get()
+    token = _get(app_jwt)
     header, claims = _verify(token, public_jwk)
     assert header["alg"] == "RS256"
     assert header.get("typ") == "JWT"
@@ -81,53 +88,53 @@ def test_signature_does_not_verify_with_another_key(app_jwt: AppJWT) -> None:
         _public_pem(rsa.generate_private_key(public_exponent=65537, key_size=2048))
     )
     with pytest.raises(BadSignatureError):
-        jwt.decode(app_jwt.get(), other, algorithms=["RS256"])
+        jwt.decode(_get(app_jwt), other, algorithms=["RS256"])
 
 
 def test_reused_until_under_a_minute_left(
     app_jwt: AppJWT, clock: ManualClock, public_jwk: RSAKey
 ) -> None:
-    first = app_jwt.get()
+    first = _get(app_jwt)
     exp = _verify(first, public_jwk)[1]["exp"]
     clock.set(exp - 60)  # exactly a minute left: still good
-    assert app_jwt.get() == first
+    assert _get(app_jwt) == first
     assert app_jwt.signatures == 1
     clock.set(exp - 59.5)
-    second = app_jwt.get()
+    second = _get(app_jwt)
     assert second != first
     assert app_jwt.signatures == 2
     claims = _verify(second, public_jwk)[1]
     assert claims["iat"] == int(exp - 59.5) - 60
     # The new one is reused in turn.
     clock.advance(400)
-    assert app_jwt.get() == second
+    assert _get(app_jwt) == second
     assert app_jwt.signatures == 2
 
 
 def test_one_signature_per_eight_minutes(app_jwt: AppJWT, clock: ManualClock) -> None:
     for _ in range(60 * 60):  # an hour, a call every second
-        app_jwt.get()
+        _get(app_jwt)
         clock.advance(1)
     # iat = now-60, exp = iat+600, renewed at < 60 s left: a new JWT every 480 s.
     assert app_jwt.signatures == 8
 
 
 def test_invalidate(app_jwt: AppJWT) -> None:
-    first = app_jwt.get()
+    first = _get(app_jwt)
     app_jwt.invalidate("some-other-jwt")  # an older, already replaced JWT: keep the current one
-    assert app_jwt.get() == first
+    assert _get(app_jwt) == first
     assert app_jwt.signatures == 1
     app_jwt.invalidate(first)
-    second = app_jwt.get()
+    second = _get(app_jwt)
     assert app_jwt.signatures == 2
     app_jwt.invalidate()
-    app_jwt.get()
+    _get(app_jwt)
     assert app_jwt.signatures == 3
     assert second  # signed again even at the same second; content may repeat
 
 
 def test_repr_has_no_jwt(app_jwt: AppJWT) -> None:
-    token = app_jwt.get()
+    token = _get(app_jwt)
     text = repr(app_jwt)
     assert token not in text
     assert APP_ID in text
@@ -136,7 +143,7 @@ def test_repr_has_no_jwt(app_jwt: AppJWT) -> None:
 
 def test_uses_the_server_offset(app_jwt: AppJWT, public_jwk: RSAKey) -> None:
     app_jwt.sync.offset = -300.0  # our clock is five minutes fast
-    claims = _verify(app_jwt.get(), public_jwk)[1]
+    claims = _verify(_get(app_jwt), public_jwk)[1]
     assert claims["iat"] == int(T0 - 300) - 60
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from icr_contract import shape_problems
 
 from icr_async import AsyncICRClient, RetirementData
 from icr_async.testing import EmulatorServer, ICREmulator
@@ -83,7 +84,7 @@ def test_grant_credits_makes_new_batches_and_rejects_nonsense(private_key_pem: s
 
 
 def test_certificate_pdf_has_a_consistent_cross_reference_table() -> None:
-    pdf = certificate_pdf({"id": "r-1", "beneficiaryName": "Ø (paren) \\ test", "amount": 3})
+    pdf = certificate_pdf({"id": "r-1", "beneficiary": "Ø (paren) \\ test", "amount": 3})
     assert pdf.startswith(b"%PDF-1.4\n")
     startxref = int(re.findall(rb"startxref\n(\d+)\n%%EOF", pdf)[-1])
     assert pdf[startxref:].startswith(b"xref\n0 6\n")
@@ -121,9 +122,14 @@ async def test_validation_errors_are_nestjs_400s(
     )
     assert status == 404
     status, body = await _call(
-        server, "POST", f"/organizations/{org}/warehouse/reservations/x/cancel", token, {}
+        server, "POST", f"/organizations/{org}/warehouse/inventory/reservations/x/cancel", token, {}
     )
     assert status == 404
+    status, body = await _call(
+        server, "POST", f"/organizations/{org}/warehouse/inventory/reservations", token, {}
+    )
+    assert status == 400
+    assert "organizationId must be a non-empty string" in body["message"]
 
 
 async def test_tokens_of_other_organizations_and_app_tokens_are_refused(
@@ -159,8 +165,11 @@ async def test_approval_fails_when_the_credits_are_gone(
     )
     await client.installation(writer["id"]).cancel_credits(credit_id=credit, amount=5)
     failed = emulator.ledger.approve_request(pending.id)
-    assert failed["status"] == "failed"
-    assert "Insufficient credits" in failed["failureReason"]
+    assert (failed["state"], failed["txId"]) == ("Failed", None)
+    assert "failureReason" not in failed  # not an ICR field: kept on the Python side
+    reason = emulator.ledger.request_failure(pending.id)
+    assert reason is not None
+    assert "Insufficient credits" in reason
     with pytest.raises(ValueError, match="not pending"):
         emulator.ledger.approve_request(pending.id)
     with pytest.raises(KeyError):
@@ -176,17 +185,18 @@ async def test_a_finish_that_fails_keeps_the_hold(
     status, reservation = await _call(
         server,
         "POST",
-        f"/organizations/{org}/warehouse/reservations",
+        f"/organizations/{org}/warehouse/inventory/reservations",
         token,
         {"creditId": credit, "organizationId": org, "amount": 4},
     )
-    assert status == 201
-    base = f"/organizations/{org}/warehouse/reservations/{reservation['id']}"
+    assert status == emulator.post_status  # 200 as the docs' tables say, or a 201 variant
+    base = f"/organizations/{org}/warehouse/inventory/reservations/{reservation['id']}"
     status, _ = await _call(server, "POST", f"{base}/transfer", token, {"receiverId": "ghost"})
     assert status == 404
     status, _ = await _call(server, "POST", f"{base}/transfer", token, {"receiverId": org})
     assert status == 400  # to itself
-    assert emulator.ledger.reservation(reservation["id"])["status"] == "active"
+    assert emulator.ledger.reservation(reservation["id"])["isComplete"] is False
+    assert emulator.ledger.reservation_status(reservation["id"]) == "active"
     assert emulator.ledger.available(org, credit) == 6
 
 
@@ -272,8 +282,24 @@ async def test_install_uninstall_and_transactions_are_delivered_signed(
     assert events[-1].installation_id == created["id"]
     transaction = events[1].transaction
     assert transaction is not None
-    assert (transaction["type"], transaction["amount"]) == ("transfer", 3)
+    assert (transaction["action"], transaction["amount"]) == ("transfer", 3)
     assert transaction["fromOrganizationId"] == seller_org
+    # The credit is named as everywhere else: its type, serialization, token and project.
+    (credit_json,) = [c for c in (await seller.get_inventory()).credits if c.id == credit]
+    assert (transaction["type"], transaction["serialization"]) == (
+        credit_json.type,
+        credit_json.serialization,
+    )
+    assert transaction["project"]["fullName"] == "Emulator Project"
+    # The sender is a user, as ICR sends it, and the SDK reads it as one.
+    for event, delivery in zip(events, deliveries, strict=True):
+        assert shape_problems("User", delivery.payload["sender"]) == []
+        assert event.sender is not None
+        assert event.sender.email == delivery.payload["sender"]["email"]
+        assert event.sender.url == delivery.payload["sender"]["url"]
+    buyer_admin = events[0].sender
+    assert buyer_admin is not None
+    assert events[2].sender == buyer_admin  # the same organization's admin
     assert {e.installation.organization_id for e in events[1:3] if e.installation} == {
         seller_org,
         buyer_org,

@@ -25,6 +25,8 @@ from icr_async.models import (
     AccessToken,
     AppAccessToken,
     CreatedOrganization,
+    Credit,
+    CreditRequest,
     Installation,
     InstallationAccessToken,
     Organization,
@@ -33,8 +35,11 @@ from icr_async.models import (
     Pagination,
     PermissionLevel,
     Permissions,
+    Reservation,
+    Retirement,
     Token,
     User,
+    WarehouseInventory,
 )
 
 UTC = datetime.timezone.utc
@@ -353,6 +358,7 @@ def test_created_organization() -> None:
     assert created.organization is not None
     assert created.organization.type == "somethingElse"  # unknown types kept as text
     assert created.user == User(email="a@example.com", full_name="A")
+    assert created.user.url is None
     assert created.user.extra == {"role": "owner"}
     assert created.extra == {"welcome": "hi"}
 
@@ -468,6 +474,18 @@ field_names = st.sampled_from(
         "currentPage",
         "organizationIndustries",
         "fullName",
+        "amount",
+        "supply",
+        "serialization",
+        "tokenId",
+        "project",
+        "reserver",
+        "isComplete",
+        "reservedToDate",
+        "txId",
+        "state",
+        "credits",
+        "url",
     ]
 )
 json_objects = st.dictionaries(field_names, json_values, max_size=8)
@@ -480,6 +498,11 @@ model_classes = st.sampled_from(
         User,
         CreatedOrganization,
         Pagination,
+        Credit,
+        CreditRequest,
+        Reservation,
+        Retirement,
+        WarehouseInventory,
     ]
 )
 

@@ -18,6 +18,7 @@ from icr_async import (
     Credit,
     CreditAction,
     CreditRequest,
+    CreditType,
     DuplicateActionError,
     InstallationClient,
     InvalidArgumentError,
@@ -25,6 +26,7 @@ from icr_async import (
     NotFoundError,
     PermissionDeniedError,
     Project,
+    ProjectRef,
     ReservationAction,
     ResponseDecodeError,
     RetirementData,
@@ -124,8 +126,15 @@ async def test_inventory_matches_the_ledger(
     assert len(holdings) == 2
     assert {c.id: c.amount for c in inventory.credits} == {k: int(v) for k, v in holdings.items()}
     credit = inventory.credits[0]
-    assert credit.available_amount == credit.amount
-    assert credit.project_name
+    assert credit.organization_id == org_id
+    assert credit.type in (CreditType.EX_POST, CreditType.EX_ANTE)
+    assert credit.id == f"{credit.type}-{credit.token_id}-{credit.token_address}"
+    assert credit.serialization
+    assert credit.supply is not None
+    assert credit.amount is not None
+    assert credit.supply >= credit.amount
+    assert credit.project is not None
+    assert credit.project.full_name
     assert inventory.credit(credit.id) == credit
     assert inventory.credit("missing") is None
 
@@ -140,9 +149,12 @@ async def test_transfer_moves_credits_to_the_other_organization(
         credit_id=credit_id, amount=40, to_organization_id=other_id
     )
     assert isinstance(result, CreditRequest)
-    assert result.type == CreditAction.TRANSFER
-    assert result.status == "completed"
-    assert result.to_organization_id == other_id
+    assert result.action == CreditAction.TRANSFER
+    assert result.state == "Completed"
+    assert result.tx_id is not None
+    assert (result.from_organization_id, result.to_organization_id) == (org_id, other_id)
+    assert result.amount == 40
+    assert result.type == CreditType.EX_POST  # the credit's type, not the action
     assert emulator.ledger.balance(org_id, credit_id) == 60
     assert emulator.ledger.balance(other_id, credit_id) == 40
     other = client.installation(_inst(emulator, app_id, 1)[0])
@@ -170,12 +182,18 @@ async def test_retire_burns_and_records_a_retirement(
     inst, org_id = _scoped(client, emulator, app_id)
     credit_id = emulator.ledger.grant_credits(org_id, amount=50)
     result = await inst.retire_credits(credit_id=credit_id, amount=20, retirement_data=RETIREMENT)
-    assert result.retirement_data == RETIREMENT
+    assert (result.retirement_reason, result.beneficiary_name) == (
+        "Offsetting 2024 flights",
+        "Acme Ltd",
+    )
+    assert result.retirement_comment is None
+    assert result.to_organization_id == org_id  # retired in its own name
     assert emulator.ledger.balance(org_id, credit_id) == 30
     retirements = await inst.list_retirements()
     newest = retirements[-1]
-    assert (newest.credit_id, newest.amount) == (credit_id, 20)
-    assert newest.beneficiary_name == "Acme Ltd"
+    assert (newest.serialization, newest.amount) == (result.serialization, 20)
+    assert newest.project == result.project
+    assert (newest.beneficiary, newest.reason) == ("Acme Ltd", "Offsetting 2024 flights")
     assert (await inst.get_retirement_pdf(newest.id)).startswith(b"%PDF-")
 
 
@@ -196,7 +214,8 @@ async def test_transfer_retire_retires_in_the_receivers_name(
     assert emulator.ledger.balance(org_id, credit_id) == 45
     assert emulator.ledger.balance(other_id, credit_id) == 0
     retired = emulator.ledger.retirements(other_id)[-1]
-    assert (retired["creditId"], retired["amount"], retired["comment"]) == (credit_id, 5, "thanks")
+    assert (retired["amount"], retired["comment"], retired["beneficiary"]) == (5, "thanks", "Buyer")
+    assert retired["organizationId"] == other_id
 
 
 async def test_cancel_burns_without_a_retirement(
@@ -205,7 +224,7 @@ async def test_cancel_burns_without_a_retirement(
     inst, org_id = _scoped(client, emulator, app_id)
     credit_id = emulator.ledger.grant_credits(org_id, amount=9)
     result = await inst.cancel_credits(credit_id=credit_id, amount=9)
-    assert result.type == "cancel"
+    assert result.action == "cancel"
     assert emulator.ledger.balance(org_id, credit_id) == 0
     assert len(emulator.ledger.retirements(org_id)) == 1  # only the seeded one
 
@@ -269,21 +288,27 @@ async def test_request_permission_creates_a_pending_request_until_approved(
     credit_id = emulator.ledger.grant_credits(org_id, amount=10)
     pending = await inst.retire_credits(credit_id=credit_id, amount=4, retirement_data=RETIREMENT)
     assert pending.is_pending
+    assert pending.state == "Pending"  # the word ICR's demo compares with
+    assert pending.tx_id is None
     assert emulator.ledger.balance(org_id, credit_id) == 10  # nothing moved yet
     # An impossible request fails at once, not on approval.
     with pytest.raises(ConflictError):
         await inst.retire_credits(credit_id=credit_id, amount=11, retirement_data=RETIREMENT)
 
     approved = emulator.ledger.approve_request(pending.id)
-    assert approved["status"] == "completed"
+    assert approved["state"] == "Completed"
     assert emulator.ledger.balance(org_id, credit_id) == 6
     fetched = await inst.get_credit_request(pending.id)
-    assert fetched.status == "completed"
+    assert fetched.state == "Completed"
+    assert fetched.tx_id == approved["txId"]
+    assert fetched.tx_id is not None
     assert not fetched.is_pending
 
     second = await inst.cancel_credits(credit_id=credit_id, amount=1)
-    assert emulator.ledger.reject_request(second.id)["status"] == "rejected"
-    assert (await inst.get_credit_request(second.id)).status == "rejected"
+    assert emulator.ledger.reject_request(second.id)["state"] == "Rejected"
+    rejected = await inst.get_credit_request(second.id)
+    assert rejected.is_rejected
+    assert rejected.tx_id is None
     assert emulator.ledger.balance(org_id, credit_id) == 6
 
 
@@ -450,7 +475,12 @@ async def test_reservation_writes_are_never_retried(
     credit_id = emulator.ledger.grant_credits(org_id, amount=100)
     reservation = await inst.create_reservation(credit_id=credit_id, amount=10)
     fault = emulator.faults.add(
-        Fault(method="*", path="/organizations/*/warehouse/reservations*", status=503, times=None)
+        Fault(
+            method="*",
+            path="/organizations/*/warehouse/inventory/reservations*",
+            status=503,
+            times=None,
+        )
     )
     posts = _posts(emulator)
     with pytest.raises(ServerError):
@@ -486,15 +516,31 @@ async def test_reserve_then_retire(
     reservation = await inst.create_reservation(
         credit_id=credit_id, amount=30, idempotency_key="order-9:reserve"
     )
-    assert reservation.status == "active"
-    assert reservation.organization_id == org_id
-    assert reservation.expires_at is not None
+    assert reservation.is_complete is False
+    assert reservation.credit_id == credit_id
+    assert reservation.reserver is not None
+    assert reservation.reserver.id == app_id
+    assert reservation.reserved_to_date is not None
     assert reservation.created_at is not None
-    assert reservation.expires_at - reservation.created_at == datetime.timedelta(minutes=10)
+    assert reservation.reserved_to_date - reservation.created_at == datetime.timedelta(minutes=10)
     warehouse = await inst.get_warehouse_inventory()
     held = warehouse.credit(credit_id)
     assert held is not None
-    assert (held.amount, held.reserved_amount, held.available_amount) == (100, 30, 70)
+    assert (held.amount, held.organization_id) == (70, org_id)  # what may still be reserved
+    assert held.inventory_id
+    assert (await inst.get_inventory()).credit(credit_id) == Credit(
+        id=credit_id,
+        organization_id=org_id,
+        token_id=reservation.token_id,
+        token_address=reservation.token_address,
+        amount=100,  # the balance, reservation included
+        supply=100,
+        serialization=reservation.serialization,
+        type=reservation.type,
+        project=reservation.project,
+        vintage=2022,
+        unit="tCO2e",
+    )
     # Reserved credits cannot be spent twice.
     with pytest.raises(ConflictError):
         await inst.cancel_credits(credit_id=credit_id, amount=71)
@@ -506,12 +552,13 @@ async def test_reserve_then_retire(
         retirement_data=RETIREMENT,
         idempotency_key="order-9:retire",
     )
-    assert finished.status == "completed"
-    assert finished.action == "retire"
-    assert finished.receiver_id == buyer_id
+    assert finished.is_complete is True
+    assert finished.id == reservation.id
+    assert emulator.ledger.reservation_status(reservation.id) == "completed"
     assert emulator.ledger.balance(org_id, credit_id) == 70
     assert emulator.ledger.available(org_id, credit_id) == 70
     assert (await inst.list_retirements())[-1].amount == 30
+    assert (await inst.list_retirements())[-1].organization_id == org_id
     with pytest.raises(ConflictError, match="completed"):
         await inst.cancel_reservation(reservation.id)
 
@@ -548,8 +595,13 @@ async def test_cancel_releases_the_hold(
         await inst.create_reservation(credit_id=credit_id, amount=1)
     cancelled = await inst.cancel_reservation(reservation.id)
     assert cancelled is not None
-    assert cancelled.status == "cancelled"
+    assert (cancelled.id, cancelled.is_complete) == (reservation.id, False)
+    assert emulator.ledger.reservation_status(reservation.id) == "cancelled"
     assert emulator.ledger.available(org_id, credit_id) == 10
+    # A cancelled reservation is gone: not listed, not found.
+    assert len(await inst.list_reservations()) == 0
+    with pytest.raises(NotFoundError):
+        await inst.cancel_reservation(reservation.id)
     with pytest.raises(NotFoundError):
         await inst.cancel_reservation("no-such-reservation")
 
@@ -569,7 +621,8 @@ async def test_reservation_lapses_after_ten_minutes(
             reservation.id, "retire", receiver_id=org_id, retirement_data=RETIREMENT
         )
     page = await inst.list_reservations()
-    assert [(r.id, r.status) for r in page] == [(reservation.id, "expired")]
+    assert [(r.id, r.is_complete) for r in page] == [(reservation.id, False)]
+    assert emulator.ledger.reservation_status(reservation.id) == "expired"
     assert emulator.ledger.balance(org_id, credit_id) == 10
 
 
@@ -618,26 +671,43 @@ async def test_projects_page_by_page(client: AsyncICRClient, emulator: ICREmulat
 
 def test_models_keep_unknown_keys_and_values() -> None:
     credit = structure(
-        {"id": 7, "amount": "2.5", "status": "frozen", "tokenized": True, "vintage": "2021"},
+        {
+            "id": 7,
+            "amount": "2.5",
+            "type": "exPostPlus",
+            "tokenized": True,
+            "vintage": "2021",
+            "tokenId": 3,
+            "project": {"id": "p", "fullName": "Kelp", "num": 354, "area": 9},
+        },
         Credit,
     )
-    assert (credit.id, credit.amount, credit.status, credit.vintage) == ("7", 2.5, "frozen", 2021)
+    assert (credit.id, credit.amount, credit.type, credit.vintage) == ("7", 2.5, "exPostPlus", 2021)
+    assert credit.token_id == "3"
     assert credit.extra == {"tokenized": True}
+    assert credit.project == ProjectRef(id="p", full_name="Kelp", num="354")
+    assert credit.project.extra == {"area": 9}
     request = structure(
         {
             "id": "r",
-            "type": "split",
-            "status": "awaiting_kyc",
+            "action": "split",
+            "state": "AwaitingKyc",
             "retirementData": {"reason": "r", "beneficiaryName": "b", "country": "IS"},
         },
         CreditRequest,
     )
-    assert request.type == "split"
+    assert request.action == "split"
     assert not request.is_pending
-    assert request.retirement_data is not None
-    assert request.retirement_data.extra == {"country": "IS"}
+    assert not request.is_rejected
+    # The old nested shape is not ICR's: kept, not read.
+    assert request.extra == {
+        "retirementData": {"reason": "r", "beneficiaryName": "b", "country": "IS"}
+    }
+    assert structure({"id": "r", "state": "PENDING"}, CreditRequest).is_pending
     with pytest.raises(ResponseDecodeError, match="id"):
         structure({"amount": 1}, Credit)
+    with pytest.raises(ResponseDecodeError, match="project"):
+        structure({"id": "c", "project": {"fullName": "no id"}}, Credit)
     assert CreditAction("transfer_retire") is CreditAction.TRANSFER_RETIRE
     assert CreditAction.RETIRE.value == "retire"
     assert isinstance(CreditAction.RETIRE, str)

@@ -127,6 +127,16 @@ def test_key_names_are_exported() -> None:
         "Timeouts",
         "ManualClock",
         "TokenCache",
+        # ICR's documented objects (shared/docs/icr-api.md).
+        "Credit",
+        "CreditType",
+        "CreditRequest",
+        "ProjectRef",
+        "Reservation",
+        "Reserver",
+        "Retirement",
+        "WarehouseCredit",
+        "WarehouseInventory",
     ):
         assert name in icr_async.__all__
 

@@ -268,3 +268,38 @@ def test_duplicate_action_key() -> None:
     err = DuplicateActionError("already sent", key="idem-1")
     assert err.key == "idem-1"
     assert str(err) == "already sent"
+
+
+def test_api_error_attributes_are_redacted_too() -> None:
+    """Error trackers (Sentry and the like) record exception attributes, not only the text."""
+    token = "crs_" + "9f" * 24
+    jwt = "eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJhcHAifQ.c2lnbmF0dXJl"
+    from icr_async._sansio import error_from_response
+
+    body = (
+        '{"statusCode": 401, "message": "bad token ' + token + '", "error": "Unauthorized",'
+        ' "echo": {"token": "' + token + '", "accessToken": "opaque-secret", "headers":'
+        ' ["Bearer ' + jwt + '"]}}'
+    ).encode()
+    error = error_from_response(
+        401,
+        {"Authorization": "Bearer " + token, "x-echo": jwt, "x-icr-request-id": "req-7"},
+        body,
+        method="GET",
+        path="/organizations/o",
+        now=0.0,
+    )
+    everything = repr(error.body) + repr(error.headers) + str(error) + repr(error.messages)
+    assert token not in everything
+    assert jwt not in everything
+    assert "opaque-secret" not in everything
+    assert error.body["echo"]["token"] == mask_token(token)
+    assert error.headers["Authorization"] == "Bearer <redacted>"
+    assert error.request_id == "req-7"
+
+
+def test_redact_value_keeps_the_shape() -> None:
+    from icr_async._redact import redact_value
+
+    data = {"a": [1, 2.5, None, True, {"jwt": "x" * 40}], "b": "plain"}
+    assert redact_value(data) == {"a": [1, 2.5, None, True, {"jwt": "<redacted>"}], "b": "plain"}

@@ -36,7 +36,7 @@ def _inst(emulator: ICREmulator, app_id: str, index: int = 0) -> tuple[str, str]
     return raw["id"], f"/organizations/{raw['organization']['id']}"
 
 
-@pytest.mark.parametrize("status", [502, 503, 504, 429])
+@pytest.mark.parametrize("status", [500, 502, 503, 504, 429])
 async def test_safe_requests_are_retried_on_transient_statuses(
     client: AsyncICRClient, emulator: ICREmulator, fake_sleep: Any, status: int
 ) -> None:
@@ -72,7 +72,7 @@ async def test_attempts_are_bounded(
     assert len(fake_sleep.calls) == 2
 
 
-@pytest.mark.parametrize("status", [400, 403, 404, 409, 422, 500])
+@pytest.mark.parametrize("status", [400, 403, 404, 409, 422, 501])
 async def test_other_errors_are_not_retried(
     client: AsyncICRClient, emulator: ICREmulator, status: int
 ) -> None:
@@ -123,6 +123,48 @@ async def test_rate_limit_on_a_credit_action_is_raised_with_retry_after(
     assert emulator.stats.duplicate_posts == 0
 
 
+async def test_a_500_on_a_get_is_retried_and_on_a_credit_action_is_not(
+    client: AsyncICRClient, emulator: ICREmulator, app_id: str, fake_sleep: Any
+) -> None:
+    inst, org = _inst(emulator, app_id)
+    scoped = client.installation(inst)
+    emulator.faults.add(Fault(method="GET", path=org, status=500, times=1))
+    assert (await scoped.request("GET", org))["id"] == org.rsplit("/", 1)[1]
+    assert client.stats.retries == 1
+
+    path = org + "/inventory/requests/retire"
+    retire = Fault(method="POST", path=path, status=500, times=None)
+    emulator.faults.add(retire)
+    body = {
+        "creditId": "c-1",
+        "amount": 1,
+        "retirementData": {"reason": "r", "beneficiaryName": "b"},
+    }
+    with pytest.raises(ServerError):
+        await scoped.request("POST", path, json=body)
+    assert emulator.faults.fired(retire) == 1  # sent once, never repeated
+    assert client.stats.retries == 1
+    assert emulator.stats.duplicate_posts == 0
+
+
+async def test_retry_after_on_a_500_is_honoured(
+    client: AsyncICRClient, emulator: ICREmulator, fake_sleep: Any
+) -> None:
+    emulator.faults.add(Fault(method="GET", path=LIST, status=500, retry_after="4", times=1))
+    await client.list_installations()
+    assert fake_sleep.calls == [4.0]
+
+
+async def test_a_narrowed_policy_does_not_retry_500(
+    make_client: Any, emulator: ICREmulator
+) -> None:
+    client: AsyncICRClient = make_client(retry=RetryPolicy(statuses={429, 503}))
+    emulator.faults.add(Fault(method="GET", path=LIST, status=500, times=1))
+    with pytest.raises(ServerError):
+        await client.list_installations()
+    assert client.stats.retries == 0
+
+
 async def test_post_is_retried_only_when_the_caller_asks(
     client: AsyncICRClient, emulator: ICREmulator, app_id: str
 ) -> None:
@@ -170,6 +212,38 @@ async def test_non_json_body_is_a_decode_error(
         await no_retry_client.list_installations()
     assert info.value.status == 200
     assert isinstance(info.value.__cause__, ValueError)
+
+
+async def test_a_non_json_2xx_on_a_safe_request_is_tried_once_more(
+    make_client: Any, emulator: ICREmulator
+) -> None:
+    client: AsyncICRClient = make_client(retry=RetryPolicy(attempts=4))
+    once = Fault(method="GET", path=LIST, action="nonjson", times=1)
+    emulator.faults.add(once)
+    assert len(await client.list_installations()) == 10
+    assert client.stats.retries == 1
+    # Once more, not more: a server that always answers HTML is not transient.
+    always = Fault(method="GET", path=LIST, action="nonjson", times=None)
+    emulator.faults.add(always)
+    with pytest.raises(ResponseDecodeError):
+        await client.list_installations()
+    assert emulator.faults.fired(always) == 2
+    assert client.stats.retries == 2
+
+
+async def test_a_non_json_2xx_on_a_credit_action_is_not_repeated(
+    client: AsyncICRClient, emulator: ICREmulator, app_id: str
+) -> None:
+    inst, org = _inst(emulator, app_id)
+    path = org + "/inventory/requests/transfer"
+    fault = Fault(method="POST", path=path, action="nonjson", times=None)
+    emulator.faults.add(fault)
+    with pytest.raises(ResponseDecodeError):
+        await client.installation(inst).request(
+            "POST", path, json={"creditId": "c-1", "amount": 1, "toOrganizationId": "o-2"}
+        )
+    assert emulator.faults.fired(fault) == 1
+    assert client.stats.retries == 0
 
 
 async def test_wrong_content_type_with_json_body_still_decodes(
@@ -387,3 +461,31 @@ async def test_cancelled_waiters_give_back_their_place(
     assert gate is not None
     assert gate.free == 2  # every slot came back, none leaked to a cancelled waiter
     assert not gate.waiters
+
+
+async def test_an_accepted_credit_action_with_an_unreadable_answer_says_not_to_resend(
+    client: AsyncICRClient, emulator: ICREmulator, app_id: str
+) -> None:
+    """ICR does not document the answer to a credit action: one the SDK cannot read must not
+    look like a failure a caller would retry."""
+    from icr_async import RetirementData, UnreadableActionResultError
+
+    inst, org = _inst(emulator, app_id, 2)
+    fault = Fault(
+        method="POST",
+        path=org + "/inventory/requests/retire",
+        status=200,
+        body={"ok": True},
+        times=None,
+    )
+    emulator.faults.add(fault)
+    with pytest.raises(UnreadableActionResultError) as info:
+        await client.installation(inst).retire_credits(
+            credit_id="c-1",
+            amount=1,
+            retirement_data=RetirementData(reason="r", beneficiary_name="b"),
+        )
+    assert "do not send it again" in str(info.value)
+    assert isinstance(info.value, ResponseDecodeError)
+    assert emulator.faults.fired(fault) == 1
+    assert client.stats.retries == 0

@@ -21,13 +21,20 @@ NOW = 1_700_000_000.0
 def test_defaults() -> None:
     policy = RetryPolicy()
     assert policy.attempts == 3
-    assert policy.statuses == frozenset({429, 502, 503, 504})
+    assert policy.statuses == frozenset({429, 500, 502, 503, 504})
+    assert policy.retry_invalid_json is True
     assert policy.retry_on_timeout
     assert policy.retry_on_connection_error
-    for status in (429, 502, 503, 504):
+    for status in (429, 500, 502, 503, 504):
         assert policy.retries_status(status)
-    for status in (200, 400, 401, 403, 404, 409, 422, 500, 501):
+    for status in (200, 400, 401, 403, 404, 409, 422, 501):
         assert not policy.retries_status(status)
+
+
+def test_statuses_can_be_narrowed_and_must_be_error_statuses() -> None:
+    assert not RetryPolicy(statuses={429, 503}).retries_status(500)
+    with pytest.raises(ConfigurationError, match="400..599"):
+        RetryPolicy(statuses={200})
 
 
 def test_disabled() -> None:
@@ -35,7 +42,7 @@ def test_disabled() -> None:
 
 
 def test_statuses_are_converted_to_a_frozenset() -> None:
-    policy = RetryPolicy(statuses=[500, 500, 503])  # type: ignore[list-item]
+    policy = RetryPolicy(statuses=[500, 500, 503])
     assert policy.statuses == frozenset({500, 503})
     assert policy.retries_status(500)
     assert not policy.retries_status(429)

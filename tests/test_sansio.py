@@ -488,9 +488,48 @@ def test_tracker_follows_next_page_until_null() -> None:
     assert tracker.page == 1
     assert tracker.advance(_items(2, 2), Pagination(current_page=1, next_page=2)) is True
     assert tracker.page == 2
-    assert tracker.advance(_items(4, 1), Pagination(current_page=2, next_page=None)) is False
+    assert (
+        tracker.advance(_items(4, 1), Pagination(current_page=2, next_page=None, prev_page=1))
+        is False
+    )
     assert tracker.page == 2
     assert tracker.seen_items == 5
+
+
+def test_tracker_asks_for_the_page_the_server_names() -> None:
+    """A 1-based server serves its first page for page=0 and names page 2 next: asking for
+    page 1 (our own counter) would get the first page again."""
+    tracker = PageTracker(limit=7)
+    assert tracker.advance(_items(0, 7), Pagination(current_page=1, next_page=2)) is True
+    assert tracker.page == 2
+    assert tracker.advance(_items(7, 7), Pagination(current_page=2, next_page=3)) is True
+    assert tracker.page == 3
+
+
+def test_tracker_without_navigation_fields_asks_for_current_page_plus_one() -> None:
+    tracker = PageTracker(limit=2)
+    assert tracker.advance(_items(0, 2), Pagination(current_page=1, page_count=3)) is True
+    assert tracker.page == 2
+    assert tracker.advance(_items(2, 2), Pagination(current_page=2, page_count=3)) is True
+    assert tracker.page == 3
+    assert tracker.advance(_items(4, 1), Pagination(current_page=3, page_count=3)) is False
+
+
+def test_tracker_refuses_a_next_page_already_fetched() -> None:
+    tracker = PageTracker(limit=2)
+    assert tracker.advance(_items(0, 2), Pagination(next_page=1)) is True
+    with pytest.raises(PaginationError, match="page 0 as the next one"):
+        tracker.advance(_items(2, 2), Pagination(next_page=0))
+    tracker = PageTracker(limit=2)
+    assert tracker.advance(_items(0, 2), Pagination(next_page=3)) is True
+    assert tracker.advance(_items(2, 2), Pagination(next_page=5)) is True
+    with pytest.raises(PaginationError, match="already fetched"):
+        tracker.advance(_items(4, 2), Pagination(next_page=3))
+
+
+def test_tracker_stops_on_a_negative_next_page() -> None:
+    tracker = PageTracker(limit=2)
+    assert tracker.advance(_items(0, 2), Pagination(next_page=-1)) is False
 
 
 def test_tracker_stops_when_current_page_reaches_page_count() -> None:
@@ -534,7 +573,7 @@ def test_tracker_caps_pages_but_not_a_listing_that_ends_exactly_there() -> None:
     assert tracker.advance(_items(0, 1), None) is True
     assert tracker.advance(_items(1, 1), None) is True
     # The third page is the last one: ending exactly at max_pages is not an error.
-    assert tracker.advance(_items(2, 1), Pagination(next_page=None)) is False
+    assert tracker.advance(_items(2, 1), Pagination(next_page=None, prev_page=1)) is False
 
     tracker = PageTracker(limit=1, max_pages=3)
     tracker.advance(_items(0, 1), None)
@@ -583,6 +622,7 @@ def test_tracker_always_terminates_within_max_pages(
             yield from pages
 
     tracker = PageTracker(limit=limit, max_pages=max_pages)
+    asked = {tracker.page}
     for calls, (items, pagination) in enumerate(forever(), start=1):
         assert calls <= max_pages
         try:
@@ -591,4 +631,50 @@ def test_tracker_always_terminates_within_max_pages(
             break
         if not more:
             break
-        assert tracker.page == calls
+        # Never the same page twice: a page asked for again is how a listing loops.
+        assert tracker.page not in asked
+        assert tracker.page >= 0
+        asked.add(tracker.page)
+
+
+# --- request ids and Retry-After on the server's clock ---------------------------------------
+
+
+def test_icr_request_id_header_comes_first() -> None:
+    headers = CIMultiDict({"X-Request-Id": "generic", "X-ICR-Request-Id": "icr-1"})
+    assert request_id(headers) == "icr-1"
+    assert request_id(CIMultiDict({"x-request-id": "generic"})) == "generic"
+
+
+@pytest.mark.parametrize("server_offset", [-420.0, 0.0, 420.0])
+def test_retry_after_http_date_is_measured_on_the_servers_clock(server_offset: float) -> None:
+    """A server 7 minutes behind or ahead still gets waited for exactly what it asked."""
+    import email.utils
+
+    from icr_async._sansio import error_from_response, retry_after
+
+    local_now = 1_780_000_000.0
+    server_now = local_now + server_offset
+    headers = {
+        "Date": email.utils.formatdate(server_now, usegmt=True),
+        "Retry-After": email.utils.formatdate(server_now + 30, usegmt=True),
+    }
+    assert retry_after(headers, local_now) == pytest.approx(30)
+    error = error_from_response(429, headers, b"", method="GET", path="/x", now=local_now)
+    assert error.retry_after == pytest.approx(30)
+    # Without a Date header the caller's estimate of server time is used.
+    no_date = {"Retry-After": headers["Retry-After"]}
+    assert retry_after(no_date, server_now) == pytest.approx(30)
+    assert retry_after({"Retry-After": "12"}, 0.0) == 12.0
+    assert retry_after({}, 0.0) is None
+
+
+def test_a_redirect_becomes_a_redirect_error_naming_the_location() -> None:
+    from icr_async.errors import RedirectError
+
+    error = error_from_response(
+        307, {"Location": "https://elsewhere.example/x"}, b"", method="POST", path="/p", now=0.0
+    )
+    assert isinstance(error, RedirectError)
+    assert error.location == "https://elsewhere.example/x"
+    assert "elsewhere.example" in str(error)

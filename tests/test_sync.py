@@ -764,3 +764,24 @@ def test_interpreter_exit_with_an_open_client_is_clean(
     assert done.stderr == ""
     assert done.stdout.split() == [installation_ids[0], installation_ids[0], installation_ids[0]]
     assert time.monotonic() - started < 60
+
+
+def test_the_package_imports_where_there_is_no_fork() -> None:
+    """Windows has neither ``os.fork`` nor ``os.register_at_fork``: importing the package (and
+    the blocking client) there must work; every after-fork action goes through ``_fork``."""
+    code = textwrap.dedent(
+        """
+        import os
+        del os.register_at_fork
+        del os.fork  # as on Windows (the standard library checks for fork itself)
+        import icr_async, icr_async.sync
+        from icr_async import _fork
+        assert _fork.generation == 0
+        print("imported")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "imported"

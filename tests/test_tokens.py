@@ -30,26 +30,31 @@ def _org_path(emulator: ICREmulator, app_id: str, index: int) -> tuple[str, str]
     return inst["id"], f"/organizations/{inst['organization']['id']}"
 
 
+@pytest.mark.parametrize(
+    ("installations", "calls"),
+    [(20, 500), pytest.param(100, 10_000, marks=pytest.mark.slow)],
+)
 async def test_cold_storm_mints_once_per_installation(
-    client: AsyncICRClient, emulator: ICREmulator, app_id: str
+    client: AsyncICRClient, emulator: ICREmulator, app_id: str, installations: int, calls: int
 ) -> None:
-    for _ in range(75):
+    for _ in range(installations - 25):
         emulator.add_installation(app_id)
-    targets = [_org_path(emulator, app_id, i) for i in range(100)]
-    assert len({t[0] for t in targets}) == 100
+    targets = [_org_path(emulator, app_id, i) for i in range(installations)]
+    assert len({t[0] for t in targets}) == installations
     scoped = {inst: client.installation(inst) for inst, _ in targets}
 
     async def call(n: int) -> str:
-        inst, path = targets[n % 100]
+        inst, path = targets[n % installations]
         data = await scoped[inst].request("GET", path)
         return str(data["id"])
 
-    results = await asyncio.gather(*(call(n) for n in range(10_000)))
-    assert len(results) == 10_000
-    assert sum(emulator.stats.mints.values()) == 100
+    results = await asyncio.gather(*(call(n) for n in range(calls)))
+    assert len(results) == calls
+    assert sum(emulator.stats.mints.values()) == installations
     assert all(count == 1 for count in emulator.stats.mints.values())
-    assert client.stats.total_mints == 100
-    assert client.stats.waited >= 100  # concurrent callers joined flights instead of minting
+    assert client.stats.total_mints == installations
+    # Concurrent callers joined flights instead of minting.
+    assert client.stats.waited >= installations
     assert client.jwt_signatures == 1
 
 
@@ -360,3 +365,48 @@ async def test_credit_action_is_not_retried_on_503(
         )
     assert client.stats.retries == 0
     assert client.stats.requests == 2  # the mint and the one action attempt, nothing more
+
+
+async def test_a_token_revoked_elsewhere_right_after_its_mint_is_replaced_at_once(
+    client: AsyncICRClient, emulator: ICREmulator, app_id: str, fake_sleep: Any
+) -> None:
+    """A 401 that says "revoked" is not replication lag: no grace retries, one re-mint."""
+    inst, path = _org_path(emulator, app_id, 10)
+    scoped = client.installation(inst)
+    await scoped.get_token()
+    emulator.revoke_tokens(inst)  # within the fresh-token window
+    data = await scoped.request("GET", path)
+    assert data["id"] == path.rsplit("/", 1)[1]
+    assert fake_sleep.calls == []
+    assert emulator.stats.mints[inst] == 2
+    assert client.stats.recoveries_401 == 1
+
+
+async def test_short_lived_tokens_are_served_for_half_their_life(
+    client: AsyncICRClient, emulator: ICREmulator, app_id: str, clock: ManualClock
+) -> None:
+    """2-minute tokens with the default 5-minute margin: one mint per minute of use, not
+    two mints per request."""
+    emulator.installation_token_ttl = 120.0
+    inst, path = _org_path(emulator, app_id, 11)
+    scoped = client.installation(inst)
+    for _ in range(20):
+        await scoped.request("GET", path)
+    assert emulator.stats.mints[inst] == 1
+    clock.advance(59)  # 61 s left: more than half the life
+    await scoped.request("GET", path)
+    assert emulator.stats.mints[inst] == 1
+    clock.advance(2)  # 59 s left: due
+    await scoped.request("GET", path)
+    assert emulator.stats.mints[inst] == 2
+    assert client._tokens.margin_for((await scoped.get_token())) == 60.0
+
+
+async def test_a_min_ttl_no_fresh_token_can_meet_is_an_error_after_one_mint(
+    client: AsyncICRClient, emulator: ICREmulator, app_id: str
+) -> None:
+    emulator.installation_token_ttl = 120.0
+    inst, _ = _org_path(emulator, app_id, 12)
+    with pytest.raises(TokenError, match="120-second tokens"):
+        await client.installation(inst).get_token(min_ttl=600)
+    assert emulator.stats.mints[inst] == 1

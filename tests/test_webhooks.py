@@ -17,6 +17,7 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from icr_async import User
 from icr_async.webhooks import (
     KNOWN_EVENTS,
     SIGNATURE_HEADER,
@@ -44,7 +45,14 @@ INSTALLATION: dict[str, Any] = {
     "accessTokensUrl": "undefined/app/installations/5b0c7f2e/accessTokens",
     "organization": {"id": "org-1", "fullName": "Acme", "type": "projectDeveloper"},
 }
-SENDER: dict[str, Any] = {"id": "user-1", "email": "admin@example.com"}
+# ICR's example delivery names the user who caused the event.
+SENDER: dict[str, Any] = {
+    "id": "user-1",
+    "url": "anna-berg",
+    "email": "admin@example.com",
+    "fullName": "Anna Berg",
+    "profilePicture": "https://example.com/anna.png",
+}
 
 
 def payload(event: str = EventType.INSTALLED, **extra: Any) -> dict[str, Any]:
@@ -153,7 +161,16 @@ class TestParseEvent:
         assert event.verified is True
         assert event.is_known
         assert event.raw == payload()
-        assert event.sender == SENDER
+        assert event.sender == User(
+            id="user-1",
+            url="anna-berg",
+            email="admin@example.com",
+            full_name="Anna Berg",
+            profile_picture="https://example.com/anna.png",
+        )
+        assert event.sender is not None
+        assert event.sender.extra == {}
+        assert event.raw["sender"] == SENDER
         assert event.transaction is None
         inst = event.installation
         assert isinstance(inst, WebhookInstallation)
@@ -253,6 +270,8 @@ class TestParseEvent:
             (b64json({"event": 7}), r"payload\.event"),
             (b64json({"event": ""}), r"payload\.event"),
             (b64json(payload(sender="user-1")), r"payload\.sender"),
+            (b64json(payload(sender={"id": ["u"]})), r"payload\.sender\.id"),
+            (b64json(payload(sender={"email": 5})), r"payload\.sender\.email"),
             (b64json(payload(transaction=[1])), r"payload\.transaction"),
             (b64json({"event": "x", "installation": "i-1"}), r"payload\.installation"),
             (b64json({"event": "x", "installation": {"appId": "a"}}), r"installation\.id"),
@@ -304,6 +323,15 @@ class TestParseEvent:
         assert event.installation is not None
         assert event.installation.permissions == {"new_perm": "ADMIN"}
         assert event.installation.raw["z"] == 1
+
+    def test_sender_keeps_unknown_keys_and_numeric_ids(self) -> None:
+        sender = {"id": 42, "email": "a@example.com", "role": "admin"}
+        body, headers = sign_payload(payload(sender=sender), SECRET)
+        event = parse_event(body, signature=headers[SIGNATURE_HEADER], secret=SECRET)
+        assert event.sender == User(id="42", email="a@example.com")
+        assert event.sender is not None
+        assert event.sender.extra == {"role": "admin"}
+        assert event.sender.url is None
 
     def test_minimal_payload(self) -> None:
         body, headers = sign_payload({"event": "suspended"}, SECRET)

@@ -12,7 +12,14 @@ inject faults (error statuses, resets, truncated or mislabelled bodies, hangs)::
     async with emulator.serve() as server:
         ...  # point the client at server.url, sign JWTs with app.private_key_pem
 
-Run it standalone with ``python -m icr_async.testing --help``.
+Every reading ICR's docs leave open (page numbering, ``nextPage`` at the ends, 200 or 201
+on POSTs, the server's clock, token lifetimes, ``Retry-After`` form, request-id header) is an
+option of :class:`ICREmulator`; :data:`VARIANTS` names plausible ICRs to test against::
+
+    for name, variant in VARIANTS.items():
+        emulator = ICREmulator(clock=clock, **variant.kwargs())
+
+Run it standalone with ``python -m icr_async.testing --help`` (``--variant NAME``).
 """
 
 from __future__ import annotations
@@ -21,15 +28,19 @@ from ._crypto import generate_private_key_pem
 from ._emulator import EmulatorApp, EmulatorServer, ICREmulator
 from ._faults import Fault, FaultInjector
 from ._stats import EmulatorStats
+from ._variants import VARIANTS, EmulatorOptions, EmulatorVariant
 
 # Imported for their side effect: they add routes to every emulator made from now on.
 from . import _admin  # noqa: F401  # isort: skip
 from . import _ledger, _webhook_delivery  # noqa: F401  # isort: skip
 
 __all__ = [
+    "VARIANTS",
     "EmulatorApp",
+    "EmulatorOptions",
     "EmulatorServer",
     "EmulatorStats",
+    "EmulatorVariant",
     "Fault",
     "FaultInjector",
     "ICREmulator",

@@ -8,7 +8,11 @@ but loopback:
 - ``GET /_emulator/stats``: every counter as JSON (``posts`` reduced to counts);
 - ``POST /_emulator/stats/reset``: zero the counters;
 - ``POST /_emulator/faults``: add a fault; the JSON body holds ``Fault``'s keyword arguments;
-- ``DELETE /_emulator/faults``: remove every fault.
+- ``DELETE /_emulator/faults``: remove every fault;
+- ``GET /_emulator/options``: the options the emulator runs with (``page_base``, ...);
+- ``POST /_emulator/options``: change them; the JSON body holds option values and/or
+  ``"variant": NAME`` (a preset of :data:`~icr_async.testing.VARIANTS`, applied first).
+  Answers the options now in effect; a bad name or value changes nothing and answers 400.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from aiohttp import web
 
 from ._emulator import EXTRA_ROUTE_REGISTRARS, EmulatorHTTPError
 from ._faults import Fault
+from ._variants import VARIANTS, EmulatorVariant, options_of
 
 if TYPE_CHECKING:
     from ._emulator import ICREmulator
@@ -73,10 +78,33 @@ def register_admin_routes(emulator: ICREmulator, app: web.Application) -> None:
         emulator.faults.clear()
         return emulator.json_response({"ok": True})
 
+    async def get_options(request: web.Request) -> web.StreamResponse:
+        return emulator.json_response(options_of(emulator))
+
+    async def set_options(request: web.Request) -> web.StreamResponse:
+        body = dict(await emulator.read_json_object(request))
+        name = body.pop("variant", None)
+        base = options_of(emulator)
+        if name is not None:
+            if name not in VARIANTS:
+                raise EmulatorHTTPError(400, f"unknown variant {name!r}; known: {sorted(VARIANTS)}")
+            base = VARIANTS[name].kwargs()
+        try:
+            # Validated as a whole before any of it applies: a bad value changes nothing.
+            variant = EmulatorVariant(name="custom", **{**base, **body})
+        except (TypeError, ValueError) as exc:
+            raise EmulatorHTTPError(400, f"bad options: {exc}") from None
+        variant.apply(emulator)
+        return emulator.json_response(options_of(emulator))
+
     app.router.add_get("/_emulator/stats", get_stats, name="admin_stats", allow_head=False)
     app.router.add_post("/_emulator/stats/reset", reset_stats, name="admin_reset_stats")
     app.router.add_post("/_emulator/faults", add_fault, name="admin_add_fault")
     app.router.add_delete("/_emulator/faults", clear_faults, name="admin_clear_faults")
+    app.router.add_get(
+        "/_emulator/options", get_options, name="admin_get_options", allow_head=False
+    )
+    app.router.add_post("/_emulator/options", set_options, name="admin_set_options")
 
 
 EXTRA_ROUTE_REGISTRARS.append(register_admin_routes)

@@ -11,6 +11,7 @@ __all__ = [
     "DEFAULT_PERMISSIONS",
     "ORGANIZATION_TYPES",
     "DataFactory",
+    "admin_user",
     "iso",
 ]
 
@@ -64,12 +65,37 @@ _PROJECT_KINDS = (
     "Improved Cookstoves", "Landfill Gas", "Soil Carbon", "Mangrove Restoration",
 )  # fmt: skip
 _PROJECT_STATUSES = ("registered", "validated", "verified", "listed")
+_FIRST_NAMES = ("Anna", "Jon", "Maria", "Kofi", "Priya", "Lars", "Ines", "Tomas", "Aiko", "Sam")
+_LAST_NAMES = ("Jonsdottir", "Berg", "Silva", "Mensah", "Rao", "Olsen", "Garcia", "Novak", "Ito")
 
 
 def iso(timestamp: float) -> str:
     """Format POSIX seconds the way ICR (NestJS, JavaScript ``toISOString``) does, with ``Z``."""
     moment = _dt.datetime.fromtimestamp(timestamp, tz=_dt.timezone.utc)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def admin_user(seed: int, organization: dict[str, Any]) -> dict[str, Any]:
+    """The organization's admin as ICR shows a user (a webhook's ``sender``):
+    ``{id, url, email, fullName, profilePicture}``.
+
+    Derived from the seed and the organization's id alone, so the same organization has the
+    same admin whatever else the emulator did first.
+    """
+    org_id = str(organization.get("id"))
+    rng = random.Random(f"admin-{seed}-{org_id}")
+    first, last = rng.choice(_FIRST_NAMES), rng.choice(_LAST_NAMES)
+    user_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+    slug = f"{first}-{last}-{user_id[:4]}".lower()
+    website = str(organization.get("website") or "https://example.com")
+    domain = website.split("://", 1)[-1].split("/", 1)[0]
+    return {
+        "id": user_id,
+        "url": slug,
+        "email": f"{first}.{last}@{domain}".lower(),
+        "fullName": f"{first} {last}",
+        "profilePicture": f"https://static.icr-emulator.invalid/users/{user_id}.png",
+    }
 
 
 class DataFactory:

@@ -1,10 +1,9 @@
 """The ICR emulator: an in-memory ICR Apps API served by :mod:`aiohttp.web` on loopback.
 
-Everything the emulator knows lives in one :class:`ICREmulator`. Requests flow through one
-middleware in this order: count the request (and record credit-action POST bodies), apply a
-planned :class:`~icr_async.testing.Fault`, check ``x-icr-api-version``, then run the route
-handler, which authenticates. Handlers raise :class:`EmulatorHTTPError`; the middleware turns
-it into ICR's NestJS-style error body.
+Everything the emulator knows lives in one :class:`ICREmulator`; the pieces around it are
+split by job: ``_server.py`` (the middleware and the server), ``_routes.py`` (the app
+endpoints), ``_auth.py`` (JWT and access-token checks), ``_pagination.py``, ``_http.py``
+(NestJS error bodies, loopback, TLS) and ``_variants.py`` (the options and their presets).
 
 Extending the emulator (the organization / inventory / warehouse ledger lives in
 ``_ledger.py``): write ``register_routes(emulator, app)`` that adds routes to ``app.router``
@@ -12,40 +11,54 @@ with a ``name=`` (the name is the stats key), and append it to
 :data:`EXTRA_ROUTE_REGISTRARS` at import time; every emulator created afterwards calls it from
 :meth:`ICREmulator.make_app`. Inside handlers use :meth:`ICREmulator.authenticate_installation`
 (token + organization + permission check), :meth:`ICREmulator.json_response`,
-:meth:`ICREmulator.paginated_response`, :meth:`ICREmulator.organization` and
-:meth:`ICREmulator.server_now`, and raise :class:`EmulatorHTTPError` for failures.
+:meth:`ICREmulator.created_response`, :meth:`ICREmulator.paginated_response`,
+:meth:`ICREmulator.organization` and :meth:`ICREmulator.server_now`, and raise
+:class:`EmulatorHTTPError` for failures. Options apply to every route without the handler's
+help: a successful POST gets ``post_status`` whatever status its handler chose, and every
+list follows ``page_base`` / ``page_end_style`` through :meth:`ICREmulator.paginated_response`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import binascii
 import contextlib
 import email.utils
-import http
-import ipaddress
 import json
+import math
 import re
 import secrets
-import ssl
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import Any, Literal, NoReturn
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
 
-import attrs
 from aiohttp import web
-from joserfc import jwt
-from joserfc.errors import BadSignatureError, JoseError
 from joserfc.jwk import RSAKey
-from multidict import CIMultiDict
 
 from icr_async._clock import Clock, system_clock
 
+from ._auth import Authenticator
 from ._crypto import canonical_public_pem, generate_private_key_pem
-from ._data import DEFAULT_PERMISSIONS, ORGANIZATION_TYPES, DataFactory, iso
-from ._faults import Fault, FaultInjector
+from ._data import DEFAULT_PERMISSIONS, DataFactory, iso
+from ._faults import FaultInjector
+from ._http import JSON_CT, EmulatorHTTPError, check_loopback, dumps, nest_error_body
+from ._pagination import page_window
+from ._records import AccessTokenRecord, AppRecord, EmulatorApp, InstallationRecord
+from ._server import EmulatorServer, make_app, start_server
 from ._stats import EmulatorStats
+from ._variants import (
+    DEFAULT_REQUEST_ID_HEADER,
+    Option,
+    PageBase,
+    PageEndStyle,
+    PostStatus,
+    RetryAfterStyle,
+    check_clock_offset,
+    check_page_base,
+    check_page_end_style,
+    check_post_status,
+    check_request_id_header,
+    check_retry_after_style,
+    check_ttl,
+)
 
 __all__ = [
     "EXTRA_ROUTE_REGISTRARS",
@@ -55,277 +68,118 @@ __all__ = [
     "EmulatorServer",
     "ICREmulator",
     "RouteRegistrar",
+    "nest_error_body",
 ]
 
-PageEndStyle = Literal["null", "absent"]
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 RouteRegistrar = Callable[["ICREmulator", web.Application], None]
 """A callback that adds extra routes to an emulator's application."""
 
 EXTRA_ROUTE_REGISTRARS: list[RouteRegistrar] = []
 """Registrars every new :class:`ICREmulator` copies into its ``route_registrars``."""
 
-MAX_JWT_LIFETIME = 600
-"""ICR refuses app JWTs whose ``exp - iat`` exceeds ten minutes."""
+# Old private names other modules of the package import from here.
+_check_loopback = check_loopback
+_InstallationRecord = InstallationRecord
 
-_JWT_CACHE_SIZE = 4096
-_HANG_LIMIT = 60.0
-_LOOPBACK_NAMES = frozenset(("localhost",))
 _INT_RE = re.compile(r"-?\d{1,18}")
-_JSON_CT = "application/json"
+_SECONDS_RE = re.compile(r"\d{1,12}(\.\d{1,9})?")
 
 
-def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
-def _error_phrase(status: int) -> str:
-    try:
-        return http.HTTPStatus(status).phrase
-    except ValueError:
-        return "Error"
-
-
-def nest_error_body(status: int, message: str | list[str] | None = None) -> bytes:
-    """The JSON error body NestJS (ICR's framework) sends for ``status``."""
-    phrase = _error_phrase(status)
-    if message is None:
-        if status == 429:
-            message = "ThrottlerException: Too Many Requests"
-        elif status == 500:
-            message = "Internal server error"
-        else:
-            message = phrase
-    return _dumps({"statusCode": status, "message": message, "error": phrase})
-
-
-class EmulatorHTTPError(Exception):
-    """Raised by route handlers; answered as ``{"statusCode", "message", "error"}``."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str | list[str],
-        *,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(status, message)
-        self.status = status
-        self.message = message
-        self.headers = dict(headers or {})
-
-    def to_response(self) -> web.Response:
-        """The NestJS-style error response for this error."""
-        return web.Response(
-            status=self.status,
-            body=nest_error_body(self.status, self.message),
-            content_type=_JSON_CT,
-            charset="utf-8",
-            headers=self.headers,
-        )
-
-
-@attrs.frozen
-class EmulatorApp:
-    """An app registered with :meth:`ICREmulator.create_app`, with the key to sign its JWTs."""
-
-    app_id: str
-    private_key_pem: str = attrs.field(repr=False)
-    app_name_id: str
-
-
-@attrs.define
-class AccessTokenRecord:
-    """Server-side state of one minted access token (installation or app token)."""
-
-    token: str = attrs.field(repr=False)
-    id: str
-    app_id: str
-    installation_id: str | None
-    organization_id: str | None
-    permissions: dict[str, str]
-    created_at: float
-    expires_at: float
-    revoked: bool = False
-    expired: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        """The access token object as ICR returns it from a mint."""
-        created = iso(self.created_at)
-        data: dict[str, Any] = {
-            "id": self.id,
-            "createdAt": created,
-            "updatedAt": created,
-            "expiresAt": iso(self.expires_at),
-            "token": self.token,
-            "isActive": True,
-            "permissions": dict(self.permissions),
-            "appId": self.app_id,
-        }
-        if self.installation_id is not None:
-            data["installationId"] = self.installation_id
-            data["organizationId"] = self.organization_id
-        return data
-
-
-@attrs.frozen
-class _VerifiedJWT:
-    app_id: str
-    iat: int
-    exp: int
-
-
-@attrs.define
-class _AppRecord:
-    app_id: str
-    app_name_id: str
-    keys: dict[str, RSAKey] = attrs.field(factory=dict)
-    installation_ids: list[str] = attrs.field(factory=list)
-
-
-@attrs.define
-class _InstallationRecord:
-    id: str
-    app_id: str
-    app_name_id: str
-    organization_id: str
-    permissions: dict[str, str]
-    created_at: str
-    updated_at: str
-    # The last serialization and the base URL it was made for: the hot GET route reuses it.
-    cache_base: str | None = None
-    cache_body: bytes = b""
-
-
-@attrs.define
-class _AppState:
-    """Per-``web.Application`` state (one emulator may be served several times)."""
-
-    stopping: asyncio.Event = attrs.field(factory=asyncio.Event)
-
-
-_STATE_KEY = web.AppKey("icr_emulator_state", _AppState)
-
-
-def _b64url_json(segment: str) -> Any:
-    raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-    return json.loads(raw)
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _bearer(request: web.Request) -> str | None:
-    header = request.headers.get("Authorization")
-    if header is None:
-        return None
-    scheme, _, credential = header.partition(" ")
-    credential = credential.strip()
-    if scheme.lower() != "bearer" or not credential:
-        return None
-    return credential
-
-
-def _check_loopback(host: str) -> None:
-    if host in _LOOPBACK_NAMES:
-        return
-    try:
-        is_loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        is_loopback = False
-    if not is_loopback:
-        raise ValueError(f"the ICR emulator only listens on loopback addresses, not {host!r}")
-
-
-class EmulatorServer:
-    """A running emulator: where to reach it, and how to stop it."""
-
-    def __init__(
-        self,
-        *,
-        emulator: ICREmulator,
-        runner: web.AppRunner,
-        state: _AppState,
-        host: str,
-        port: int,
-        scheme: str,
-        ca_pem: str | None,
-    ) -> None:
-        self.emulator = emulator
-        self.host = host
-        self.port = port
-        url_host = f"[{host}]" if ":" in host else host
-        self.url = f"{scheme}://{url_host}:{port}"
-        """The base URL to give the SDK, e.g. ``http://127.0.0.1:54321``."""
-        self.ca_pem = ca_pem
-        """With ``tls=True``: the PEM of the CA that signed the server certificate."""
-        self._runner = runner
-        self._state = state
-        self._closed = False
-        self._cleanups: list[Callable[[], None]] = []
-
-    def client_ssl_context(self) -> ssl.SSLContext | None:
-        """An SSL context trusting this server's CA (``None`` for plain HTTP)."""
-        if self.ca_pem is None:
-            return None
-        return ssl.create_default_context(cadata=self.ca_pem)
-
-    async def close(self) -> None:
-        """Stop listening, wake hanging fault handlers and close connections (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
-        self._state.stopping.set()
-        try:
-            await self._runner.cleanup()
-        finally:
-            for cleanup in reversed(self._cleanups):
-                cleanup()
-
-    def __repr__(self) -> str:
-        return f"EmulatorServer(url={self.url!r})"
+def _ttl_option(name: str) -> Option[float]:
+    return Option(lambda value: check_ttl(value, name))
 
 
 class ICREmulator:
     """An in-memory ICR Apps API with real RS256 JWT checks, fault injection and statistics.
 
     All state lives in this object; :meth:`serve` (or :meth:`make_app`) exposes it over HTTP.
-    Time is ``clock() + skew`` seconds ("server time"): share a
+    Time is ``clock() + clock_offset`` seconds ("server time"): share a
     :class:`~icr_async._clock.ManualClock` with the client to test expiry without sleeping.
-    The controls below are plain attributes, settable at any moment of a test.
+
+    **Every reading shared/docs/icr-api.md leaves open is an option**, a keyword argument and
+    an attribute of the same name (validated on assignment, read on every request, so it may
+    change between two requests). The defaults are the doc's readings;
+    :data:`~icr_async.testing.VARIANTS` names combinations of the others.
+
+    * ``page_base`` (``0`` | ``1``; Pagination: "whether ``page`` is 0- or 1-based"): ``0``
+      serves ``page=0`` as the first page with ``currentPage: 0``. ``1`` numbers pages from 1
+      (``currentPage: 1``, ``nextPage: 2`` on the first page) and reads ``page=0`` as the first
+      page too, so ``page=0`` and ``page=1`` serve the same items.
+    * ``page_end_style`` (``"null"`` | ``"absent"``; "whether ``nextPage``/``prevPage`` are
+      ``null`` or absent at the ends").
+    * ``post_status`` (``200`` | ``201``; the docs' tables say 200, NestJS answers 201 for a
+      POST unless told otherwise): the status of every successful POST (token mints, create
+      organization, credit actions, reservations), set centrally by the middleware.
+    * ``clock_offset`` (seconds, e.g. ``-420``): the server's clock against ``clock``. ``Date``
+      headers, ``createdAt``/``expiresAt``, the JWT checks, reservation expiry and HTTP-date
+      ``Retry-After`` values all use server time. ``skew`` is the same attribute.
+    * ``installation_token_ttl`` (seconds, default 7200: "lives 2 hours"; e.g. 120) and
+      ``app_token_ttl`` (default 3600; "lifetime not documented: read ``expiresAt``").
+    * ``retry_after_style`` (``"seconds"`` | ``"http-date"``; "honour ``Retry-After`` when it
+      comes", in either HTTP form): every ``Retry-After`` the emulator sends (e.g. a
+      :class:`~icr_async.testing.Fault`'s ``retry_after=7``) is either ``7`` or the HTTP date
+      seven seconds after the server's now (rounded up to a whole second).
+    * ``request_id_header`` (``"x-icr-request-id"`` | ``"x-request-id"`` | any header name |
+      ``None``; "a request id header (``x-icr-request-id``, or the generic ``x-request-id``)"):
+      every response carries a fresh UUID in that header; ``None`` sends none.
+
+    Fixed rules (no option; the docs are clear): an app JWT is RS256 and its ``exp`` is at
+    most ten minutes ahead of the server's clock, give or take ``jwt_leeway`` seconds
+    (``exp - iat`` is not limited, so ICR's demo JWT, ``iat = now-60, exp = now+600``,
+    passes); a revoked token's 401 says ``"Access token has been revoked"``, an expired one
+    ``"Access token expired"``, and a token still inside ``propagation_lag`` gets a bare
+    ``"Unauthorized"`` (replication lag names no reason).
+
+    Other controls, plain attributes: ``jwt_leeway``, ``propagation_lag``, ``max_page_limit``,
+    ``supported_api_versions``, ``repeat_pages``, :attr:`faults`, :attr:`stats`.
     """
+
+    page_base = Option(check_page_base)
+    page_end_style = Option(check_page_end_style)
+    post_status = Option(check_post_status)
+    clock_offset = Option(check_clock_offset)
+    installation_token_ttl = _ttl_option("installation_token_ttl")
+    app_token_ttl = _ttl_option("app_token_ttl")
+    retry_after_style = Option(check_retry_after_style)
+    request_id_header = Option(check_request_id_header)
 
     def __init__(
         self,
         *,
         clock: Clock = system_clock,
         seed: int = 0,
+        page_base: PageBase = 0,
+        page_end_style: PageEndStyle = "null",
+        post_status: PostStatus = 200,
+        clock_offset: float = 0.0,
         installation_token_ttl: float = 7200.0,
         app_token_ttl: float = 3600.0,
+        retry_after_style: RetryAfterStyle = "seconds",
+        request_id_header: str | None = DEFAULT_REQUEST_ID_HEADER,
         jwt_leeway: float = 30.0,
-        page_end_style: PageEndStyle = "null",
         max_page_limit: int = 100,
         supported_api_versions: tuple[str, ...] = ("2023-06-16",),
     ) -> None:
-        if page_end_style not in ("null", "absent"):
-            raise ValueError("page_end_style must be 'null' or 'absent'")
         if max_page_limit < 1:
             raise ValueError("max_page_limit must be at least 1")
         self.clock: Clock = clock
         self.seed = seed
-        self.skew: float = 0.0
-        """Seconds added to ``clock()`` to get the server's time (its ``Date`` header too)."""
+        self.page_base = page_base
+        self.page_end_style = page_end_style
+        self.post_status = post_status
+        self.clock_offset = clock_offset
         self.installation_token_ttl = installation_token_ttl
         self.app_token_ttl = app_token_ttl
+        self.retry_after_style = retry_after_style
+        self.request_id_header = request_id_header
         self.jwt_leeway = jwt_leeway
+        """Seconds of clock drift allowed on a JWT's ``iat`` and ``exp`` checks."""
         self.propagation_lag: float = 0.0
         """Tokens younger than this many server seconds are refused (replication lag)."""
-        self.page_end_style: PageEndStyle = page_end_style
         self.max_page_limit = max_page_limit
         self.supported_api_versions = tuple(supported_api_versions)
         self.repeat_pages = False
-        """When true, list endpoints ignore ``page`` and always serve page 0 (a broken server)."""
+        """When true, list endpoints ignore ``page`` and always serve the first page."""
         self.base_url = "http://127.0.0.1"
         """Base of ``accessTokensUrl`` in objects returned by Python methods (set by serve)."""
         self.faults = FaultInjector(seed)
@@ -334,15 +188,15 @@ class ICREmulator:
         """Callbacks :meth:`make_app` runs to add extra routes (see the module docstring)."""
 
         self._data = DataFactory(seed)
-        self._apps: dict[str, _AppRecord] = {}
+        self._apps: dict[str, AppRecord] = {}
         self._created_apps: list[EmulatorApp] = []
-        self._installations: dict[str, _InstallationRecord] = {}
+        self._installations: dict[str, InstallationRecord] = {}
         self._organizations: dict[str, dict[str, Any]] = {}
         self._org_bodies: dict[str, bytes] = {}
         self._users: dict[str, dict[str, Any]] = {}
         self._tokens: dict[str, AccessTokenRecord] = {}
-        self._jwt_cache: dict[str, _VerifiedJWT] = {}
-        self._projects: list[bytes] = [_dumps(p) for p in self._data.projects()]
+        self._auth = Authenticator(self)
+        self._projects: list[bytes] = [dumps(p) for p in self._data.projects()]
         self._date_second: int | None = None
         self._date_text = ""
         # Imported here: both modules import this one (and register their routes on import).
@@ -356,17 +210,48 @@ class ICREmulator:
 
     # ----------------------------------------------------------------------------- time
 
-    def server_now(self) -> float:
-        """The server's current time: ``clock() + skew``."""
-        return self.clock() + self.skew
+    @property
+    def skew(self) -> float:
+        """The same as :attr:`clock_offset` (its older name)."""
+        return self.clock_offset
 
-    def _http_date(self) -> str:
+    @skew.setter
+    def skew(self, value: float) -> None:
+        self.clock_offset = value
+
+    def server_now(self) -> float:
+        """The server's current time: ``clock() + clock_offset``."""
+        return self.clock() + self.clock_offset
+
+    def http_date(self, at: float | None = None) -> str:
+        """An HTTP date (``Date`` header form) of server time ``at``, by default now."""
+        if at is not None:
+            return email.utils.formatdate(at, usegmt=True)
         second = int(self.server_now())
         if second != self._date_second:
             # formatdate costs microseconds; the cache makes it once per server second.
             self._date_second = second
             self._date_text = email.utils.formatdate(second, usegmt=True)
         return self._date_text
+
+    def retry_after_value(self, retry_after: str | float) -> str:
+        """The ``Retry-After`` header for a wait of ``retry_after`` seconds, in the style set.
+
+        A string that is not a number of seconds (an HTTP date, or garbage a test sends on
+        purpose) is sent as it is. An HTTP date is on the server's clock, rounded up so a
+        client that waits until it never comes back early.
+        """
+        if isinstance(retry_after, str):
+            if not _SECONDS_RE.fullmatch(retry_after):
+                return retry_after
+            seconds = float(retry_after)
+            text = retry_after
+        else:
+            seconds = float(retry_after)
+            text = str(int(seconds)) if seconds.is_integer() else f"{seconds:g}"
+        if self.retry_after_style == "seconds":
+            return text
+        return self.http_date(math.ceil(self.server_now() + seconds))
 
     # ----------------------------------------------------------------------------- apps
 
@@ -404,13 +289,13 @@ class ICREmulator:
         app_id = self._data.uuid() if app_id is None else app_id
         if app_id in self._apps:
             raise ValueError(f"app {app_id} already exists")
-        self._apps[app_id] = _AppRecord(app_id=app_id, app_name_id=self._data.app_name_id())
+        self._apps[app_id] = AppRecord(app_id=app_id, app_name_id=self._data.app_name_id())
         self.add_app_key(app_id, public_key_pem)
         for _ in range(installations):
             self.add_installation(app_id)
         return app_id
 
-    def _app(self, app_id: str) -> _AppRecord:
+    def _app(self, app_id: str) -> AppRecord:
         try:
             return self._apps[app_id]
         except KeyError:
@@ -429,7 +314,7 @@ class ICREmulator:
             raise KeyError("that key is not registered for this app")
         del keys[canonical]
         # Cached verifications may rest on the removed key.
-        self._jwt_cache.clear()
+        self._auth.clear_cache()
 
     # --------------------------------------------------------------------- installations
 
@@ -448,7 +333,7 @@ class ICREmulator:
         app = self._app(app_id)
         org = self._organization_for(organization)
         created = self._data.past_timestamp()
-        record = _InstallationRecord(
+        record = InstallationRecord(
             id=self._data.uuid(),
             app_id=app_id,
             app_name_id=app.app_name_id,
@@ -472,7 +357,7 @@ class ICREmulator:
         self._organizations[org["id"]] = org
         return org
 
-    def _store_installation(self, record: _InstallationRecord) -> None:
+    def _store_installation(self, record: InstallationRecord) -> None:
         self._installations[record.id] = record
         self._apps[record.app_id].installation_ids.append(record.id)
         self.webhooks.notify_installation("installed", record)
@@ -508,7 +393,7 @@ class ICREmulator:
             if record.organization_id == organization_id:
                 record.cache_base = None
 
-    def _installation_body(self, record: _InstallationRecord, base: str) -> bytes:
+    def _installation_body(self, record: InstallationRecord, base: str) -> bytes:
         if record.cache_base != base:
             data = {
                 "id": record.id,
@@ -520,11 +405,11 @@ class ICREmulator:
                 "accessTokensUrl": f"{base}/app/installations/{record.id}/accessTokens",
                 "organization": self._organizations[record.organization_id],
             }
-            record.cache_body = _dumps(data)
+            record.cache_body = dumps(data)
             record.cache_base = base
         return record.cache_body
 
-    def _installation_json(self, record: _InstallationRecord, base: str) -> dict[str, Any]:
+    def _installation_json(self, record: InstallationRecord, base: str) -> dict[str, Any]:
         # Parsing the cached body returns a deep copy callers may mutate freely.
         result: dict[str, Any] = json.loads(self._installation_body(record, base))
         return result
@@ -532,12 +417,12 @@ class ICREmulator:
     def _organization_body(self, organization_id: str) -> bytes:
         body = self._org_bodies.get(organization_id)
         if body is None:
-            body = self._org_bodies[organization_id] = _dumps(self._organizations[organization_id])
+            body = self._org_bodies[organization_id] = dumps(self._organizations[organization_id])
         return body
 
     # ---------------------------------------------------------------------------- tokens
 
-    def _mint(self, app_id: str, installation: _InstallationRecord | None) -> AccessTokenRecord:
+    def _mint(self, app_id: str, installation: InstallationRecord | None) -> AccessTokenRecord:
         now = self.server_now()
         if installation is None:
             ttl, permissions, org_id = self.app_token_ttl, {}, None
@@ -585,90 +470,13 @@ class ICREmulator:
 
     # ---------------------------------------------------------------------- authentication
 
-    def _reject_jwt(self, reason: str, message: str) -> NoReturn:
-        self.stats.jwt_rejections[reason] += 1
-        raise EmulatorHTTPError(401, message)
-
     def authenticate_app(self, request: web.Request) -> str:
         """Check the request's app JWT for real and return the app id; 401 otherwise."""
-        token = _bearer(request)
-        if token is None:
-            self._reject_jwt("missing", "Missing bearer token")
-        verified = self._jwt_cache.get(token)
-        if verified is None:
-            verified = self._verify_jwt(token)
-            if len(self._jwt_cache) >= _JWT_CACHE_SIZE:
-                self._jwt_cache.clear()
-            self._jwt_cache[token] = verified
-        # Time-dependent checks run on every use: a cached JWT still expires.
-        now = self.server_now()
-        if verified.exp <= now:
-            self._reject_jwt("expired", "JWT expired")
-        if verified.iat > now + self.jwt_leeway:
-            self._reject_jwt("iat_in_future", "JWT issued in the future (iat)")
-        return verified.app_id
-
-    def _verify_jwt(self, token: str) -> _VerifiedJWT:
-        parts = token.split(".")
-        if len(parts) != 3:
-            self._reject_jwt("malformed", "Malformed JWT")
-        try:
-            header = _b64url_json(parts[0])
-            claims = _b64url_json(parts[1])
-        except (ValueError, binascii.Error):
-            self._reject_jwt("malformed", "Malformed JWT")
-        if not isinstance(header, dict) or not isinstance(claims, dict):
-            self._reject_jwt("malformed", "Malformed JWT")
-        alg = header.get("alg")
-        if alg != "RS256":
-            self._reject_jwt("algorithm", f"Unsupported JWT algorithm {alg!r}: RS256 is required")
-        iss = claims.get("iss")
-        app = self._apps.get(iss) if isinstance(iss, str) else None
-        if app is None:
-            self._reject_jwt("unknown_app", "Unknown app (iss)")
-        if not self._signature_ok(token, app):
-            self._reject_jwt("signature", "Invalid JWT signature")
-        iat, exp = claims.get("iat"), claims.get("exp")
-        if not (_is_int(iat) and _is_int(exp)):
-            self._reject_jwt("claims", "JWT claims iat and exp must be integers")
-        assert isinstance(iat, int)
-        assert isinstance(exp, int)
-        if exp - iat > MAX_JWT_LIFETIME:
-            self._reject_jwt("lifetime", "JWT lifetime exceeds 10 minutes")
-        return _VerifiedJWT(app_id=app.app_id, iat=iat, exp=exp)
-
-    @staticmethod
-    def _signature_ok(token: str, app: _AppRecord) -> bool:
-        for key in app.keys.values():
-            try:
-                jwt.decode(token, key, algorithms=["RS256"])
-            except BadSignatureError:
-                continue
-            except JoseError:
-                return False
-            return True
-        return False
-
-    def _reject_token(self, reason: str, message: str) -> NoReturn:
-        self.stats.token_rejections[reason] += 1
-        raise EmulatorHTTPError(401, message)
+        return self._auth.app(request)
 
     def authenticate_token(self, request: web.Request) -> AccessTokenRecord:
         """Check the request's access token (installation or app); 401 otherwise."""
-        token = _bearer(request)
-        if token is None:
-            self._reject_token("missing", "Missing bearer token")
-        record = self._tokens.get(token)
-        if record is None:
-            self._reject_token("unknown", "Invalid access token")
-        if record.revoked:
-            self._reject_token("revoked", "Access token has been revoked")
-        now = self.server_now()
-        if record.expired or now >= record.expires_at:
-            self._reject_token("expired", "Access token expired")
-        if now - record.created_at < self.propagation_lag:
-            self._reject_token("propagation", "Invalid access token")
-        return record
+        return self._auth.token(request)
 
     def authenticate_installation(
         self,
@@ -683,27 +491,19 @@ class ICREmulator:
         ``WRITE``. Answers 401 for a bad token and 403 for the wrong organization, an app
         token, or a missing permission.
         """
-        record = self.authenticate_token(request)
-        if record.installation_id is None:
-            raise EmulatorHTTPError(403, "This resource requires an installation access token")
-        if record.organization_id != organization_id:
-            raise EmulatorHTTPError(
-                403, "The access token does not grant access to this organization"
-            )
-        if permission is not None:
-            granted = record.permissions.get(permission)
-            if granted is None or (level is not None and granted != level):
-                needed = permission if level is None else f"{permission}:{level}"
-                raise EmulatorHTTPError(403, f"Missing permission: {needed}")
-        return record
+        return self._auth.installation(request, organization_id, permission, level)
 
     # --------------------------------------------------------------------------- helpers
 
     @staticmethod
     def json_response(data: Any, status: int = 200) -> web.Response:
         """A JSON response (``bytes`` are sent as already-serialized JSON)."""
-        body = data if isinstance(data, bytes) else _dumps(data)
-        return web.Response(status=status, body=body, content_type=_JSON_CT, charset="utf-8")
+        body = data if isinstance(data, bytes) else dumps(data)
+        return web.Response(status=status, body=body, content_type=JSON_CT, charset="utf-8")
+
+    def created_response(self, data: Any) -> web.Response:
+        """The JSON answer of a successful POST, with the :attr:`post_status` set."""
+        return self.json_response(data, status=self.post_status)
 
     def _int_param(
         self,
@@ -749,33 +549,25 @@ class ICREmulator:
         so listing stays cheap however long the list is.
         """
         page, limit = self.page_params(request)
-        if self.repeat_pages:
-            page = 0
-        total = len(items)
-        page_count = -(-total // limit)
-        next_page = page + 1 if page < page_count - 1 else None
-        prev_page = page - 1 if page > 0 else None
-        pagination: dict[str, Any] = {
-            "total": total,
-            "currentPage": page,
-            "pageCount": page_count,
-        }
-        keep_nulls = self.page_end_style == "null"
-        if next_page is not None or keep_nulls:
-            pagination["nextPage"] = next_page
-        if prev_page is not None or keep_nulls:
-            pagination["prevPage"] = prev_page
-        start = page * limit
+        window = page_window(
+            len(items),
+            page,
+            limit,
+            base=self.page_base,
+            end_style=self.page_end_style,
+            repeat=self.repeat_pages,
+        )
+        pagination = window.pagination
         parts: list[bytes] = []
-        for item in items[start : start + limit]:
+        for item in items[window.start : window.stop]:
             data = item if render is None else render(item)
-            parts.append(data if isinstance(data, bytes) else _dumps(data))
+            parts.append(data if isinstance(data, bytes) else dumps(data))
         body = b"".join(
             (
                 b'{"pagination":',
-                _dumps(pagination),
+                dumps(pagination),
                 b",",
-                _dumps(key),
+                dumps(key),
                 b":[",
                 b",".join(parts),
                 b"]}",
@@ -799,267 +591,11 @@ class ICREmulator:
             raise EmulatorHTTPError(400, "Request body must be a JSON object")
         return data
 
-    @staticmethod
-    def _base(request: web.Request) -> str:
-        return f"{request.scheme}://{request.host}"
-
-    # ---------------------------------------------------------------------------- routes
-
-    async def _create_app_token(self, request: web.Request) -> web.StreamResponse:
-        app_id = self.authenticate_app(request)
-        record = self._mint(app_id, None)
-        self.stats.app_token_mints += 1
-        return self.json_response(record.to_json())
-
-    def _app_installation(self, request: web.Request, app_id: str) -> _InstallationRecord:
-        record = self._installations.get(request.match_info["installationId"])
-        if record is None or record.app_id != app_id:
-            raise EmulatorHTTPError(404, "Installation not found")
-        return record
-
-    async def _create_installation_token(self, request: web.Request) -> web.StreamResponse:
-        app_id = self.authenticate_app(request)
-        installation = self._app_installation(request, app_id)
-        await self.read_json_object(request, allow_empty=True)
-        record = self._mint(app_id, installation)
-        self.stats.mints[installation.id] += 1
-        return self.json_response(record.to_json())
-
-    async def _revoke_token(self, request: web.Request) -> web.StreamResponse:
-        record = self.authenticate_token(request)
-        record.revoked = True
-        self.stats.revocations += 1
-        return self.json_response(b"true")
-
-    async def _list_installations(self, request: web.Request) -> web.StreamResponse:
-        app_id = self.authenticate_app(request)
-        base = self._base(request)
-        installations = self._installations
-
-        def render(installation_id: str) -> bytes:
-            return self._installation_body(installations[installation_id], base)
-
-        ids = self._apps[app_id].installation_ids
-        return self.paginated_response(request, "installations", ids, render)
-
-    async def _get_installation(self, request: web.Request) -> web.StreamResponse:
-        app_id = self.authenticate_app(request)
-        record = self._app_installation(request, app_id)
-        return self.json_response(self._installation_body(record, self._base(request)))
-
-    async def _create_user_organization(self, request: web.Request) -> web.StreamResponse:
-        app_id = self.authenticate_app(request)
-        body = await self.read_json_object(request)
-        user_in, org_in = _validate_create_org(body)
-        now = self.server_now()
-        user = self._users.get(user_in["email"])
-        if user is None:
-            user = {
-                "id": self._data.uuid(),
-                "email": user_in["email"],
-                "fullName": user_in.get("fullName"),
-                "profilePicture": user_in.get("profilePicture"),
-                "createdAt": iso(now),
-                "updatedAt": iso(now),
-            }
-            self._users[user["email"]] = user
-        overrides = {"isPublic": False, "updatedAt": iso(now), **org_in}
-        org = self._organization_for(overrides, created=now)
-        record = _InstallationRecord(
-            id=self._data.uuid(),
-            app_id=app_id,
-            app_name_id=self._apps[app_id].app_name_id,
-            organization_id=org["id"],
-            permissions=dict(DEFAULT_PERMISSIONS),
-            created_at=iso(now),
-            updated_at=iso(now),
-        )
-        self._store_installation(record)
-        result = {
-            "user": user,
-            "organization": org,
-            "installation": self._installation_json(record, self._base(request)),
-        }
-        return self.json_response(result, status=201)
-
-    async def _get_organization(self, request: web.Request) -> web.StreamResponse:
-        organization_id = request.match_info["organizationId"]
-        self.authenticate_installation(request, organization_id, "organization_info")
-        return self.json_response(self._organization_body(organization_id))
-
-    async def _list_projects(self, request: web.Request) -> web.StreamResponse:
-        self.authenticate_token(request)
-        return self.paginated_response(request, "projects", self._projects)
-
-    def _register_core_routes(self, app: web.Application) -> None:
-        router = app.router
-        # The literal "token" path must precede the {installationId} pattern.
-        router.add_delete("/app/installations/token", self._revoke_token, name="revoke_token")
-        router.add_post("/app/accessTokens", self._create_app_token, name="create_app_token")
-        router.add_post(
-            "/app/installations/{installationId}/accessTokens",
-            self._create_installation_token,
-            name="create_installation_token",
-        )
-        router.add_get(
-            "/app/installations",
-            self._list_installations,
-            name="list_installations",
-            allow_head=False,
-        )
-        router.add_get(
-            "/app/installations/{installationId}",
-            self._get_installation,
-            name="get_installation",
-            allow_head=False,
-        )
-        router.add_post(
-            "/app/create/user/organization",
-            self._create_user_organization,
-            name="create_user_organization",
-        )
-        router.add_get(
-            "/organizations/{organizationId}",
-            self._get_organization,
-            name="get_organization",
-            allow_head=False,
-        )
-        router.add_get("/projects", self._list_projects, name="list_projects", allow_head=False)
-
-    # ------------------------------------------------------------------------ middleware
-
-    async def _on_response_prepare(
-        self, _request: web.Request, response: web.StreamResponse
-    ) -> None:
-        # Responses returned through the middleware already carry both headers. This hook
-        # catches those prepared elsewhere (e.g. streamed by an extension's handler), whose
-        # Date aiohttp has just filled from the real clock: replace it with server time.
-        headers = response.headers
-        if "x-request-id" not in headers:
-            headers["x-request-id"] = secrets.token_hex(12)
-            headers["Date"] = self._http_date()
-
-    def _stamp(self, response: web.StreamResponse) -> web.StreamResponse:
-        # Set before prepare(): aiohttp keeps a Date header that is already present, and a
-        # fault's own Date / x-request-id headers stay untouched.
-        headers = response.headers
-        if "Date" not in headers:
-            headers["Date"] = self._http_date()
-        if "x-request-id" not in headers:
-            headers["x-request-id"] = secrets.token_hex(12)
-        return response
-
-    async def _handle(
-        self, state: _AppState, request: web.Request, handler: Handler
-    ) -> web.StreamResponse:
-        method = request.method
-        self.stats.requests[(method, request.match_info.route.name or "unmatched")] += 1
-        if method == "POST" and not request.path.startswith("/app/"):
-            self.stats.posts[(request.path, await request.read())] += 1
-        if self.faults:
-            fault = self.faults.select(method, request.path)
-            if fault is not None:
-                response = await self._apply_fault(state, fault, request, handler)
-                return response if response.prepared else self._stamp(response)
-        return self._stamp(await self._dispatch(request, handler))
-
-    async def _dispatch(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        try:
-            version = request.headers.get("x-icr-api-version")
-            if version is not None and version not in self.supported_api_versions:
-                raise EmulatorHTTPError(400, f"Unsupported API version: {version}")
-            return await handler(request)
-        except EmulatorHTTPError as error:
-            return error.to_response()
-        except web.HTTPException as error:
-            if error.status in (404, 405):
-                # NestJS answers unknown routes and wrong methods alike.
-                return EmulatorHTTPError(
-                    404, f"Cannot {request.method} {request.path}"
-                ).to_response()
-            return EmulatorHTTPError(error.status, error.reason).to_response()
-
-    @staticmethod
-    async def _wait_stopping(state: _AppState, seconds: float) -> None:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(state.stopping.wait(), seconds)
-
-    async def _apply_fault(
-        self, state: _AppState, fault: Fault, request: web.Request, handler: Handler
-    ) -> web.StreamResponse:
-        if fault.delay > 0:
-            await self._wait_stopping(state, fault.delay)
-        action = fault.action
-        if action == "delay":
-            return await self._dispatch(request, handler)
-        if action == "status":
-            return _status_fault_response(fault)
-        if action == "nonjson":
-            return web.Response(
-                status=200,
-                text="<!DOCTYPE html><html><head><title>Bad Gateway</title></head>"
-                "<body><h1>502 Bad Gateway</h1></body></html>",
-                content_type="text/html",
-            )
-        if action == "hang":
-            await self._wait_stopping(state, _HANG_LIMIT)
-            if state.stopping.is_set():
-                # Shutting down: still never answer, just drop the connection.
-                _abort(request)
-                return web.Response(status=504)
-            return EmulatorHTTPError(504, "Gateway Timeout").to_response()
-        # The remaining actions act on the real answer: the server did the work.
-        response = await self._dispatch(request, handler)
-        if action == "wrong_content_type":
-            response.content_type = "text/plain"
-            return response
-        assert isinstance(response, web.Response)
-        body = response.body if isinstance(response.body, bytes) else b""
-        transport = request.transport
-        if action == "reset":
-            # The head goes out, then the connection dies before any body byte.
-            head = (
-                f"HTTP/1.1 {response.status} {response.reason}\r\n"
-                f"Content-Type: {response.content_type}\r\n"
-                f"Content-Length: {max(len(body), 1)}\r\n"
-                f"Date: {self._http_date()}\r\n\r\n"
-            )
-            if transport is not None:
-                transport.write(head.encode("latin-1"))
-            _abort(request)
-            return web.Response(status=response.status)
-        # truncate: promise the whole body, send half, close.
-        stream = web.StreamResponse(status=response.status, reason=response.reason)
-        self._stamp(stream)
-        stream.content_type = response.content_type
-        stream.content_length = max(len(body), 2)
-        await stream.prepare(request)
-        await stream.write(body[: len(body) // 2] or b"{")
-        if transport is not None:
-            transport.close()
-        return stream
-
     # ---------------------------------------------------------------------------- serving
 
     def make_app(self) -> web.Application:
         """A fresh :class:`aiohttp.web.Application` serving this emulator's state."""
-        state = _AppState()
-
-        @web.middleware
-        async def emulator_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-            return await self._handle(state, request, handler)
-
-        async def on_shutdown(_app: web.Application) -> None:
-            state.stopping.set()
-
-        app = web.Application(middlewares=[emulator_middleware])
-        app[_STATE_KEY] = state
-        app.on_response_prepare.append(self._on_response_prepare)
-        app.on_shutdown.append(on_shutdown)
-        self._register_core_routes(app)
-        for register in self.route_registrars:
-            register(self, app)
-        return app
+        return make_app(self)
 
     @contextlib.asynccontextmanager
     async def serve(
@@ -1081,167 +617,4 @@ class ICREmulator:
         self, host: str = "127.0.0.1", port: int = 0, *, tls: bool = False
     ) -> EmulatorServer:
         """Like :meth:`serve` without the context manager: call ``await server.close()``."""
-        _check_loopback(host)
-        ssl_context: ssl.SSLContext | None = None
-        ca_pem: str | None = None
-        if tls:
-            ssl_context, ca_pem = _make_tls()
-        app = self.make_app()
-        # handler_cancellation: a client that gives up must also end a "hang" handler.
-        runner = web.AppRunner(
-            app, access_log=None, handler_cancellation=True, shutdown_timeout=5.0
-        )
-        await runner.setup()
-        try:
-            site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
-            await site.start()
-            bound_port = int(runner.addresses[0][1])
-        except BaseException:
-            await runner.cleanup()
-            raise
-        server = EmulatorServer(
-            emulator=self,
-            runner=runner,
-            state=app[_STATE_KEY],
-            host=host,
-            port=bound_port,
-            scheme="https" if tls else "http",
-            ca_pem=ca_pem,
-        )
-        if tls:
-            server._cleanups.append(_filter_handshake_errors(asyncio.get_running_loop()))
-        self.base_url = server.url
-        return server
-
-
-def _abort(request: web.Request) -> None:
-    transport = request.transport
-    if transport is not None:
-        transport.abort()
-
-
-_INCOMING_CONNECTION_ERROR = "Error on transport creation for incoming connection"
-
-
-def _filter_handshake_errors(loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
-    """Silence failed TLS handshakes of incoming connections while the server runs.
-
-    In debug mode asyncio reports every failed server-side handshake to the loop's exception
-    handler, and test runners (anyio's among them) turn that into a test error. A client
-    that refuses the throwaway certificate is exactly what TLS tests check, so those
-    reports are dropped; everything else reaches the previous handler. Returns the undo.
-    """
-    previous = loop.get_exception_handler()
-
-    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        error = context.get("exception")
-        if context.get("message") == _INCOMING_CONNECTION_ERROR and isinstance(
-            error, (ConnectionError, ssl.SSLError)
-        ):
-            return
-        if previous is None:
-            loop.default_exception_handler(context)
-        else:
-            previous(loop, context)
-
-    loop.set_exception_handler(handler)
-
-    def restore() -> None:
-        # Only undo our own handler: someone may have replaced it since.
-        if loop.get_exception_handler() is handler:
-            loop.set_exception_handler(previous)
-
-    return restore
-
-
-def _make_tls() -> tuple[ssl.SSLContext, str]:
-    # Imported here: trustme is a test-only dependency, needed only with tls=True.
-    import trustme
-
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "::1", "localhost")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    cert.configure_cert(context)
-    return context, str(ca.cert_pem.bytes().decode("ascii"))
-
-
-def _status_fault_response(fault: Fault) -> web.Response:
-    status = fault.status
-    headers: CIMultiDict[str] = CIMultiDict(fault.headers)
-    if fault.retry_after is not None:
-        headers["Retry-After"] = fault.retry_after
-    content_type = headers.pop("Content-Type", None)
-    body: bytes
-    if status in (204, 304):
-        return web.Response(status=status, headers=headers)
-    if fault.body is None:
-        body = nest_error_body(status)
-    elif isinstance(fault.body, dict):
-        body = _dumps(fault.body)
-    elif isinstance(fault.body, str):
-        body = fault.body.encode("utf-8")
-    else:
-        body = fault.body
-    if content_type is None:
-        try:
-            json.loads(body)
-        except ValueError:
-            content_type = "text/plain"
-        else:
-            content_type = _JSON_CT
-    headers["Content-Type"] = content_type
-    return web.Response(status=status, body=body, headers=headers)
-
-
-_EMAIL_RE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
-_COUNTRY_RE = re.compile(r"[A-Z]{2}")
-
-
-def _validate_create_org(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Validate ``POST /app/create/user/organization`` like NestJS class-validator would."""
-    errors: list[str] = []
-    user = body.get("user")
-    org = body.get("organization")
-    user_out: dict[str, Any] = {}
-    org_out: dict[str, Any] = {}
-    if not isinstance(user, dict):
-        errors.append("user must be an object")
-    else:
-        email = user.get("email")
-        if not isinstance(email, str) or not _EMAIL_RE.fullmatch(email):
-            errors.append("user.email must be an email")
-        else:
-            user_out["email"] = email
-        for name in ("fullName", "profilePicture"):
-            value = user.get(name)
-            if value is not None and not isinstance(value, str):
-                errors.append(f"user.{name} must be a string")
-            elif value is not None:
-                user_out[name] = value
-    if not isinstance(org, dict):
-        errors.append("organization must be an object")
-    else:
-        full_name = org.get("fullName")
-        if not isinstance(full_name, str):
-            errors.append("organization.fullName must be a string")
-        elif not full_name.strip():
-            errors.append("organization.fullName should not be empty")
-        else:
-            org_out["fullName"] = full_name
-        org_type = org.get("type")
-        if org_type not in ORGANIZATION_TYPES:
-            errors.append(
-                "organization.type must be one of the following values: "
-                + ", ".join(ORGANIZATION_TYPES)
-            )
-        else:
-            org_out["type"] = org_type
-        country = org.get("countryCode")
-        if country is not None:
-            if not isinstance(country, str) or not _COUNTRY_RE.fullmatch(country):
-                errors.append("organization.countryCode must be a valid ISO31661 Alpha2 code")
-            else:
-                org_out["countryCode"] = country
-    if errors:
-        raise EmulatorHTTPError(400, errors)
-    return user_out, org_out
+        return await start_server(self, host, port, tls=tls)

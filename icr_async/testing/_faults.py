@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import math
 import random
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -36,6 +37,13 @@ def _check_non_negative(_instance: object, attribute: Any, value: float | None) 
         raise ValueError(f"{attribute.name} must not be negative")
 
 
+def _check_retry_after(_instance: object, _attribute: object, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float, type(None))):
+        raise ValueError(f"retry_after must be seconds or a header value, not {value!r}")
+    if isinstance(value, (int, float)) and not 0 <= value < math.inf:
+        raise ValueError("retry_after must be a finite, non-negative number of seconds")
+
+
 @attrs.frozen(kw_only=True)
 class Fault:
     """One planned failure, matched on method and path before authentication.
@@ -44,7 +52,9 @@ class Fault:
     ``action`` picks the failure:
 
     * ``"status"``: answer ``status`` with ``body`` (``None`` means ICR's NestJS error body),
-      ``headers`` and ``retry_after``;
+      ``headers`` and ``retry_after``: seconds to wait (a number, or a string of digits),
+      sent as ``Retry-After`` in the emulator's ``retry_after_style`` (the number, or the HTTP
+      date that many seconds after the server's now); any other string is sent as it is;
     * ``"reset"``: run the real handler, send the response head, then abort the connection;
     * ``"truncate"``: run the real handler, declare its full ``Content-Length`` but send half
       the body, then close;
@@ -64,7 +74,7 @@ class Fault:
     # Excluded from hashing (dicts are unhashable) but still compared by equality.
     body: bytes | str | dict[str, Any] | None = attrs.field(default=None, hash=False)
     headers: Mapping[str, str] = attrs.field(factory=dict, hash=False)
-    retry_after: str | None = None
+    retry_after: str | float | None = attrs.field(default=None, validator=_check_retry_after)
     delay: float = attrs.field(default=0.0, validator=_check_non_negative)
     action: FaultAction = attrs.field(default="status", validator=_check_action)
     times: int | None = attrs.field(default=1, validator=_check_non_negative)

@@ -17,6 +17,13 @@ class EmulatorStats:
     "create_installation_token")``; requests no route matched count as ``"unmatched"``.
     ``posts`` records every POST outside ``/app/`` as ``(path, raw body)`` on arrival, before
     faults, so a soak test can prove that no credit action was ever sent twice.
+
+    ``jwt_rejections`` counts refused app JWTs by reason: ``missing``, ``malformed``,
+    ``algorithm`` (not RS256), ``unknown_app``, ``signature``, ``claims`` (``iat``/``exp`` not
+    integers), ``expired``, ``iat_in_future`` and ``exp_too_far`` (``exp`` more than ten
+    minutes, plus the leeway, ahead of the server's clock). ``token_rejections`` counts refused
+    access tokens: ``missing``, ``unknown``, ``revoked``, ``expired`` and ``propagation``
+    (minted less than ``propagation_lag`` seconds ago).
     """
 
     requests: Counter[tuple[str, str]] = attrs.field(factory=Counter)

@@ -9,6 +9,9 @@ way ICR does (``icr_async.webhooks.sign_payload``: body with ``signedData``, hea
 * ``organizationTransaction`` when a credit action moves credits, ``warehouseTransaction``
   when a reservation is finished, once per installation of each organization involved.
 
+Every event's ``sender`` is a user as ICR sends it (``{id, url, email, fullName,
+profilePicture}``): the organization's admin, derived from the emulator's seed.
+
 Deliveries never hold up the request that caused them: they are queued and sent in order by
 one task on the emulator's event loop, each with a bounded timeout, and recorded in
 :attr:`WebhookSender.deliveries`. ``await emulator.webhooks.drain()`` waits (bounded) until
@@ -32,6 +35,7 @@ from aiohttp import web
 
 from icr_async.webhooks import sign_payload
 
+from ._data import admin_user
 from ._emulator import EXTRA_ROUTE_REGISTRARS, _check_loopback
 
 if TYPE_CHECKING:
@@ -41,8 +45,6 @@ __all__ = ["Delivery", "WebhookSender", "register_delivery"]
 
 DEFAULT_TIMEOUT = 5.0
 """Seconds one delivery may take before it is recorded as failed."""
-
-_SENDER: dict[str, Any] = {"type": "system", "name": "icr-emulator"}
 
 
 @attrs.define
@@ -140,7 +142,9 @@ class WebhookSender:
         if self.url is None or (self.app_id is not None and record.app_id != self.app_id):
             return
         installation = self._emulator._installation_json(record, self._emulator.base_url)
-        self._enqueue({"event": event, "installation": installation, "sender": _SENDER})
+        self._enqueue(
+            {"event": event, "installation": installation, "sender": self._sender(installation)}
+        )
 
     def notify_transaction(
         self, event: str, transaction: Mapping[str, Any], organization_ids: Iterable[str]
@@ -159,10 +163,18 @@ class WebhookSender:
                 {
                     "event": event,
                     "installation": installation,
-                    "sender": _SENDER,
+                    "sender": self._sender(installation),
                     "transaction": dict(transaction),
                 }
             )
+
+    def _sender(self, installation: Mapping[str, Any]) -> dict[str, Any]:
+        # ICR's sender is the user who caused the event, {id, url, email, fullName,
+        # profilePicture}; the emulator names the organization's (seeded) admin.
+        organization = installation.get("organization")
+        return admin_user(
+            self._emulator.seed, organization if isinstance(organization, dict) else {}
+        )
 
     def _enqueue(self, payload: dict[str, Any]) -> None:
         assert self.url is not None

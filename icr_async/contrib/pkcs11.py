@@ -1,0 +1,619 @@
+"""``PKCS11Signer``: sign the app JWT with an RSA key that lives in an HSM or smart card.
+
+Install with ``pip install 'icr-async[pkcs11]'`` (it brings ``python-pkcs11``) and pass the
+signer as ``signer=``::
+
+    from icr_async import AsyncICRClient
+    from icr_async.contrib.pkcs11 import PKCS11Signer
+
+    signer = PKCS11Signer.from_uri(
+        "pkcs11:token=icr;object=app-key?module-path=/usr/lib/softhsm/libsofthsm2.so",
+        pin=os.environ["ICR_PKCS11_PIN"],
+    )
+    async with AsyncICRClient(app_id, signer=signer) as client:
+        ...
+
+How it behaves:
+
+* The key never leaves the token: the signer asks the token for a ``CKM_SHA256_RSA_PKCS``
+  signature (or, on tokens without it, ``CKM_RSA_PKCS`` over a SHA-256 DigestInfo, which
+  is the same RS256 signature). ``non_extractable`` says whether the token promises the
+  key cannot be exported; ``require_non_extractable=True`` refuses any other key.
+* Opening the token (loading the module, logging in, finding the key) happens in the
+  constructor, which blocks: build the signer at start-up, or with
+  ``await asyncio.to_thread(PKCS11Signer, ...)``. Every mistake (module, token, PIN, key)
+  is a ``ConfigurationError`` there, naming what was looked for and never the PIN.
+* PKCS#11 calls block, so ``sign`` runs them in a worker thread (``asyncio.to_thread``).
+  One logged-in session serves the signer, behind a lock: a session must not run two
+  operations at once, and the client asks for one signature every seven minutes or so.
+* A session the token dropped (token re-inserted, HSM restarted) is reopened and the
+  signature tried once more; in a child process after ``fork`` the module is initialised
+  again and a new session opened, as PKCS#11 requires.
+* ``key_id`` is an RFC 7512 URI of the key without module path or PIN, safe to log.
+
+The PIN is kept in memory (a re-login after a dropped session needs it) but never shown:
+not in ``repr``, not in any error, and the signer refuses to be pickled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import threading
+import urllib.parse
+from pathlib import Path
+from types import ModuleType, TracebackType
+from typing import Any
+
+import attrs
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from .. import _fork
+from .._signers import MIN_RSA_BITS, public_key_fingerprint
+from ..errors import ConfigurationError
+
+__all__ = ["PKCS11URI", "PKCS11Signer", "parse_pkcs11_uri"]
+
+# DER of DigestInfo{sha256} before the 32-byte digest (RFC 8017 section 9.2, note 1).
+_SHA256_DIGEST_INFO = bytes.fromhex("3031300d060960864801650304020105000420")
+_PATH_ATTRIBUTES = frozenset(
+    {"token", "serial", "manufacturer", "model", "slot-id", "object", "id", "type"}
+)
+_QUERY_ATTRIBUTES = frozenset({"module-path", "module-name", "pin-value", "pin-source"})
+# Per module path, the fork generation its C_Initialize belongs to: after a fork the first
+# signer to sign re-initialises the module once for every signer of the child.
+_initialised_in: dict[str, int] = {}
+_initialise_lock = threading.Lock()
+
+
+def _load_binding() -> ModuleType:
+    try:
+        import pkcs11
+    except ImportError as exc:
+        raise ImportError(
+            "icr_async.contrib.pkcs11 needs python-pkcs11: pip install 'icr-async[pkcs11]'"
+        ) from exc
+    return pkcs11
+
+
+@attrs.frozen
+class PKCS11URI:
+    """What a PKCS#11 URI (RFC 7512) names, as far as this signer uses it.
+
+    ``pin`` is excluded from ``repr`` and comparisons; ``key_object_id`` holds the raw
+    bytes of the ``id`` attribute.
+    """
+
+    module_path: str | None = None
+    token_label: str | None = None
+    token_serial: str | None = None
+    token_manufacturer: str | None = None
+    token_model: str | None = None
+    slot_id: int | None = None
+    key_label: str | None = None
+    key_object_id: bytes | None = None
+    pin: str | None = attrs.field(default=None, repr=False, eq=False)
+
+
+def _decode(name: str, value: str) -> str:
+    try:
+        return urllib.parse.unquote(value, errors="strict")
+    except UnicodeDecodeError:
+        raise ConfigurationError(f"PKCS#11 URI attribute {name!r} is not UTF-8") from None
+
+
+def _read_pin_source(source: str) -> str:
+    path = source[len("file:") :] if source.startswith("file:") else source
+    if path.startswith("//"):  # file:///path
+        path = urllib.parse.urlsplit("file:" + path).path
+    try:
+        return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot read the PKCS#11 pin-source file {path}: {exc.strerror}"
+        ) from None
+
+
+def parse_pkcs11_uri(uri: str) -> PKCS11URI:
+    """Parse the common subset of RFC 7512: ``pkcs11:token=..;object=..;id=%01?module-path=..``.
+
+    Path attributes: ``token``, ``serial``, ``manufacturer``, ``model``, ``slot-id``,
+    ``object``, ``id``, ``type`` (``private`` or ``public``: either names the key pair).
+    Query attributes: ``module-path``, ``pin-value``, ``pin-source`` (a file holding the
+    PIN). ``library-*`` attributes are ignored (``module-path`` names the library) and so
+    are vendor ``x-`` ones; anything else is refused rather than silently matching more.
+    Errors name attributes, never their values: the URI may carry the PIN.
+    """
+    if not isinstance(uri, str) or not uri.lower().startswith("pkcs11:"):
+        raise ConfigurationError("a PKCS#11 URI starts with 'pkcs11:'")
+    path, _, query = uri[len("pkcs11:") :].partition("?")
+    fields: dict[str, str] = {}
+    for part, separator, allowed in (
+        (path, ";", _PATH_ATTRIBUTES),
+        (query, "&", _QUERY_ATTRIBUTES),
+    ):
+        for item in part.split(separator) if part else ():
+            name, eq, value = item.partition("=")
+            name = name.strip().lower()
+            if not eq or not name:
+                raise ConfigurationError(
+                    f"PKCS#11 URI attribute {name or item[:20]!r} has no value"
+                )
+            if name.startswith(("x-", "library-")):
+                continue
+            if name not in allowed:
+                raise ConfigurationError(
+                    f"PKCS#11 URI attribute {name!r} is not supported here (supported: "
+                    f"{', '.join(sorted(_PATH_ATTRIBUTES | _QUERY_ATTRIBUTES))})"
+                )
+            if name in fields:
+                raise ConfigurationError(f"PKCS#11 URI attribute {name!r} is given twice")
+            fields[name] = value
+    if "module-name" in fields:
+        raise ConfigurationError(
+            "PKCS#11 URI: module-name is not supported; give module-path=/path/to/module.so"
+        )
+    if "pin-value" in fields and "pin-source" in fields:
+        raise ConfigurationError("PKCS#11 URI: give pin-value or pin-source, not both")
+    kind = _decode("type", fields["type"]) if "type" in fields else None
+    if kind not in (None, "private", "public"):
+        raise ConfigurationError("PKCS#11 URI: type must name the RSA key pair (private or public)")
+    slot_id: int | None = None
+    if "slot-id" in fields:
+        try:
+            slot_id = int(_decode("slot-id", fields["slot-id"]))
+        except ValueError:
+            raise ConfigurationError("PKCS#11 URI: slot-id must be a number") from None
+    key_object_id: bytes | None = None
+    if "id" in fields:
+        key_object_id = urllib.parse.unquote_to_bytes(fields["id"])
+    pin = None
+    if "pin-value" in fields:
+        pin = _decode("pin-value", fields["pin-value"])
+    elif "pin-source" in fields:
+        pin = _read_pin_source(_decode("pin-source", fields["pin-source"]))
+
+    def text(name: str) -> str | None:
+        return _decode(name, fields[name]) if name in fields else None
+
+    return PKCS11URI(
+        module_path=text("module-path"),
+        token_label=text("token"),
+        token_serial=text("serial"),
+        token_manufacturer=text("manufacturer"),
+        token_model=text("model"),
+        slot_id=slot_id,
+        key_label=text("object"),
+        key_object_id=key_object_id,
+        pin=pin,
+    )
+
+
+def _uri_value(text: str) -> str:
+    return urllib.parse.quote(text, safe="")
+
+
+def _key_uri(token_label: str, key_label: str | None, key_object_id: bytes | None) -> str:
+    parts = [f"token={_uri_value(token_label)}"]
+    if key_label:
+        parts.append(f"object={_uri_value(key_label)}")
+    if key_object_id:
+        parts.append("id=" + "".join(f"%{byte:02X}" for byte in key_object_id))
+    return "pkcs11:" + ";".join(parts)
+
+
+def _object_id(value: bytes | str | None) -> bytes | None:
+    if value is None or isinstance(value, bytes):
+        return value
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        raise ConfigurationError(
+            "key_object_id must be bytes or a hex string such as '01a2'"
+        ) from None
+
+
+class PKCS11Signer:
+    """A :class:`~icr_async.Signer` whose RSA key stays inside a PKCS#11 token.
+
+    ``module_path`` is the token's PKCS#11 library (for SoftHSM2 on Debian
+    ``/usr/lib/softhsm/libsofthsm2.so``). The token is found by ``token_label`` (and
+    optionally ``token_serial`` / ``slot_id``), the key by ``key_label`` and/or
+    ``key_object_id`` (CKA_ID: bytes or hex); with neither, the token must hold exactly one
+    RSA private key. ``pin`` is the user PIN. Use :meth:`from_uri` for a PKCS#11 URI.
+    Close it (or use ``with``) when done: that closes the session.
+    """
+
+    __slots__ = (
+        "_binding",
+        "_closed",
+        "_fingerprint",
+        "_generation",
+        "_key",
+        "_key_id",
+        "_lib",
+        "_lock",
+        "_mechanism",
+        "_module_path",
+        "_pin",
+        "_public_key",
+        "_search",
+        "_session",
+        "_token",
+        "non_extractable",
+    )
+
+    def __init__(
+        self,
+        module_path: str | os.PathLike[str],
+        *,
+        token_label: str | None = None,
+        token_serial: str | None = None,
+        slot_id: int | None = None,
+        key_label: str | None = None,
+        key_object_id: bytes | str | None = None,
+        pin: str | None = None,
+        require_non_extractable: bool = False,
+        _token_manufacturer: str | None = None,
+        _token_model: str | None = None,
+    ) -> None:
+        self._binding = _load_binding()
+        self._module_path = os.fspath(module_path)
+        self._pin = pin
+        self._lock = threading.Lock()
+        self._session: Any = None
+        self._closed = False
+        self._generation = _fork.generation
+        object_id = _object_id(key_object_id)
+        self._search = (key_label, object_id)
+        self._lib = self._open_module()
+        self._token = self._find_token(
+            token_label, token_serial, slot_id, _token_manufacturer, _token_model
+        )
+        self._session = self._login()
+        self._key = self._find_key()
+        self._public_key = self._read_public_key()
+        self._fingerprint = public_key_fingerprint(self._public_key)
+        self._mechanism = self._pick_mechanism()
+        pkcs11 = self._binding
+        label = self._key[pkcs11.Attribute.LABEL] or None
+        found_id = self._key[pkcs11.Attribute.ID] or None
+        self._key_id = _key_uri(self._token.label, label, found_id)
+        self.non_extractable: bool = (
+            self._read_flag(pkcs11.Attribute.EXTRACTABLE) is False
+            and self._read_flag(pkcs11.Attribute.SENSITIVE) is True
+        )
+        """Whether the token promises the private key can never be read out
+        (CKA_EXTRACTABLE false and CKA_SENSITIVE true)."""
+        if require_non_extractable and not self.non_extractable:
+            self.close()
+            raise ConfigurationError(
+                f"the key {self._key_id} is extractable or not sensitive, and "
+                "require_non_extractable=True: generate the key inside the token with "
+                "CKA_EXTRACTABLE false and CKA_SENSITIVE true"
+            )
+
+    @classmethod
+    def from_uri(
+        cls,
+        uri: str,
+        *,
+        pin: str | None = None,
+        module_path: str | os.PathLike[str] | None = None,
+        require_non_extractable: bool = False,
+    ) -> PKCS11Signer:
+        """Open the key a PKCS#11 URI names (see :func:`parse_pkcs11_uri`).
+
+        ``pin`` and ``module_path`` supply what the URI leaves out; giving one in both
+        places is an error, so a PIN can be kept out of a URI that ends up in a config file.
+        """
+        parsed = parse_pkcs11_uri(uri)
+        if pin is not None and parsed.pin is not None:
+            raise ConfigurationError("the PIN is given both in the PKCS#11 URI and as pin=")
+        if module_path is not None and parsed.module_path is not None:
+            raise ConfigurationError(
+                "the module is given both in the PKCS#11 URI and as module_path="
+            )
+        module = parsed.module_path if module_path is None else os.fspath(module_path)
+        if not module:
+            raise ConfigurationError(
+                "no PKCS#11 module: add ?module-path=/path/to/module.so to the URI or pass "
+                "module_path="
+            )
+        return cls(
+            module,
+            token_label=parsed.token_label,
+            token_serial=parsed.token_serial,
+            slot_id=parsed.slot_id,
+            key_label=parsed.key_label,
+            key_object_id=parsed.key_object_id,
+            pin=parsed.pin if pin is None else pin,
+            require_non_extractable=require_non_extractable,
+            _token_manufacturer=parsed.token_manufacturer,
+            _token_model=parsed.token_model,
+        )
+
+    # -- the Signer protocol -------------------------------------------------------------
+
+    @property
+    def key_id(self) -> str:
+        """The key as a PKCS#11 URI, without module path or PIN."""
+        return self._key_id
+
+    @property
+    def fingerprint(self) -> str:
+        """base64(SHA-256(DER SubjectPublicKeyInfo)) of the key's public half."""
+        return self._fingerprint
+
+    @property
+    def public_key(self) -> rsa.RSAPublicKey:
+        """The public half, read from the token."""
+        return self._public_key
+
+    async def sign(self, signing_input: bytes) -> bytes:
+        """RS256 signature by the token, computed in a worker thread."""
+        return await asyncio.to_thread(self.sign_blocking, signing_input)
+
+    def sign_blocking(self, signing_input: bytes) -> bytes:
+        """The same signature, in the calling thread (for scripts and the CLI)."""
+        pkcs11 = self._binding
+        lost = (
+            pkcs11.SessionHandleInvalid,
+            pkcs11.SessionClosed,
+            pkcs11.DeviceRemoved,
+            pkcs11.TokenNotPresent,
+            pkcs11.UserNotLoggedIn,
+            pkcs11.ObjectHandleInvalid,
+            pkcs11.KeyHandleInvalid,
+        )
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the PKCS#11 signer is closed")
+            if self._generation != _fork.generation:
+                self._after_fork()
+            try:
+                return self._sign_once(signing_input)
+            except lost:
+                # The token dropped the session (re-inserted, HSM restarted): one new session.
+                self._reopen()
+                return self._sign_once(signing_input)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the session (idempotent). The module stays loaded for other signers."""
+        with self._lock:
+            self._closed = True
+            session, self._session = self._session, None
+        if session is not None and self._generation == _fork.generation:
+            # The token may have dropped the session already.
+            with contextlib.suppress(self._binding.PKCS11Error):
+                session.close()
+
+    def __enter__(self) -> PKCS11Signer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<PKCS11Signer {self._key_id} SHA256:{self._fingerprint}>"
+
+    def __reduce__(self) -> str | tuple[Any, ...]:
+        raise TypeError("PKCS11Signer holds a PIN and a session; open one in each process")
+
+    # -- internals (blocking) ------------------------------------------------------------
+
+    def _open_module(self) -> Any:
+        pkcs11 = self._binding
+        if not Path(self._module_path).is_file():
+            raise ConfigurationError(f"PKCS#11 module not found: {self._module_path}")
+        try:
+            lib = pkcs11.lib(self._module_path)
+        except pkcs11.PKCS11Error as exc:
+            raise ConfigurationError(
+                f"cannot load the PKCS#11 module {self._module_path} ({type(exc).__name__})"
+            ) from exc
+        _initialised_in.setdefault(self._module_path, _fork.generation)
+        return lib
+
+    def _find_token(
+        self,
+        label: str | None,
+        serial: str | None,
+        slot_id: int | None,
+        manufacturer: str | None,
+        model: str | None,
+    ) -> Any:
+        pkcs11 = self._binding
+        wanted = {
+            "token": label,
+            "serial": serial,
+            "slot-id": slot_id,
+            "manufacturer": manufacturer,
+            "model": model,
+        }
+        matches = []
+        seen = []
+        try:
+            for slot in self._lib.get_slots(token_present=True):
+                token = slot.get_token()
+                seen.append(token.label)
+                have = {
+                    "token": token.label,
+                    "serial": token.serial.decode("ascii", "replace").strip(),
+                    "slot-id": slot.slot_id,
+                    "manufacturer": token.manufacturer_id,
+                    "model": token.model,
+                }
+                if all(value is None or have[name] == value for name, value in wanted.items()):
+                    matches.append(token)
+        except pkcs11.PKCS11Error as exc:
+            raise ConfigurationError(
+                f"cannot list the tokens of {self._module_path} ({type(exc).__name__})"
+            ) from exc
+        described = ", ".join(f"{n}={v}" for n, v in wanted.items() if v is not None) or "any"
+        if not matches:
+            raise ConfigurationError(
+                f"no PKCS#11 token matches {described} in {self._module_path} "
+                f"(tokens present: {', '.join(repr(s) for s in seen) or 'none'})"
+            )
+        if len(matches) > 1:
+            raise ConfigurationError(
+                f"{len(matches)} PKCS#11 tokens match {described}; name one by token label, "
+                "serial or slot-id"
+            )
+        return matches[0]
+
+    def _login(self) -> Any:
+        pkcs11 = self._binding
+        try:
+            return self._token.open(user_pin=self._pin)
+        except (pkcs11.PinIncorrect, pkcs11.PinInvalid, pkcs11.PinLenRange) as exc:
+            raise ConfigurationError(
+                f"the PKCS#11 token {self._token.label!r} refused the PIN ({type(exc).__name__})"
+            ) from exc
+        except pkcs11.PinLocked as exc:
+            raise ConfigurationError(
+                f"the PIN of PKCS#11 token {self._token.label!r} is locked"
+            ) from exc
+        except pkcs11.PKCS11Error as exc:
+            raise ConfigurationError(
+                f"cannot open a session on PKCS#11 token {self._token.label!r} "
+                f"({type(exc).__name__})"
+            ) from exc
+
+    def _find_key(self) -> Any:
+        pkcs11 = self._binding
+        label, object_id = self._search
+        template: dict[Any, Any] = {
+            pkcs11.Attribute.CLASS: pkcs11.ObjectClass.PRIVATE_KEY,
+            pkcs11.Attribute.KEY_TYPE: pkcs11.KeyType.RSA,
+        }
+        if label is not None:
+            template[pkcs11.Attribute.LABEL] = label
+        if object_id is not None:
+            template[pkcs11.Attribute.ID] = object_id
+        described = _key_uri(self._token.label, label, object_id)
+        try:
+            keys = list(self._session.get_objects(template))
+        except pkcs11.PKCS11Error as exc:
+            raise ConfigurationError(f"cannot search {described} ({type(exc).__name__})") from exc
+        if not keys:
+            hint = "" if self._pin else " (no PIN was given: private keys show only after login)"
+            raise ConfigurationError(f"no RSA private key {described}{hint}")
+        if len(keys) > 1:
+            raise ConfigurationError(
+                f"{len(keys)} RSA private keys match {described}; name one by object label or id"
+            )
+        key = keys[0]
+        if self._read_flag(pkcs11.Attribute.SIGN, key) is False:
+            raise ConfigurationError(f"the key {described} may not sign (CKA_SIGN is false)")
+        return key
+
+    def _read_flag(self, attribute: Any, key: Any = None) -> bool | None:
+        try:
+            value = (self._key if key is None else key)[attribute]
+        except self._binding.PKCS11Error:
+            return None
+        return bool(value)
+
+    def _read_public_key(self) -> rsa.RSAPublicKey:
+        pkcs11 = self._binding
+        source = self._key
+        try:
+            modulus, exponent = (
+                source[pkcs11.Attribute.MODULUS],
+                source[pkcs11.Attribute.PUBLIC_EXPONENT],
+            )
+        except pkcs11.PKCS11Error:
+            # Some tokens keep the public numbers only on the public key object.
+            source = self._public_object()
+            modulus, exponent = (
+                source[pkcs11.Attribute.MODULUS],
+                source[pkcs11.Attribute.PUBLIC_EXPONENT],
+            )
+        numbers = rsa.RSAPublicNumbers(
+            int.from_bytes(exponent, "big"), int.from_bytes(modulus, "big")
+        )
+        public_key = numbers.public_key()
+        if public_key.key_size < MIN_RSA_BITS:
+            raise ConfigurationError(
+                f"the PKCS#11 key is {public_key.key_size} bits; ICR needs at least {MIN_RSA_BITS}"
+            )
+        return public_key
+
+    def _public_object(self) -> Any:
+        pkcs11 = self._binding
+        template: dict[Any, Any] = {
+            pkcs11.Attribute.CLASS: pkcs11.ObjectClass.PUBLIC_KEY,
+            pkcs11.Attribute.KEY_TYPE: pkcs11.KeyType.RSA,
+        }
+        key_id = self._key[pkcs11.Attribute.ID]
+        if key_id:
+            template[pkcs11.Attribute.ID] = key_id
+        else:
+            template[pkcs11.Attribute.LABEL] = self._key[pkcs11.Attribute.LABEL]
+        found = list(self._session.get_objects(template))
+        if len(found) != 1:
+            raise ConfigurationError(
+                "the PKCS#11 private key does not show its modulus, and no single public key "
+                "object shares its id or label"
+            )
+        return found[0]
+
+    def _pick_mechanism(self) -> Any:
+        pkcs11 = self._binding
+        try:
+            mechanisms = self._token.slot.get_mechanisms()
+        except pkcs11.PKCS11Error:
+            mechanisms = {pkcs11.Mechanism.SHA256_RSA_PKCS}
+        if pkcs11.Mechanism.SHA256_RSA_PKCS in mechanisms:
+            return pkcs11.Mechanism.SHA256_RSA_PKCS
+        if pkcs11.Mechanism.RSA_PKCS in mechanisms:
+            return pkcs11.Mechanism.RSA_PKCS
+        raise ConfigurationError(
+            f"the PKCS#11 token {self._token.label!r} offers neither CKM_SHA256_RSA_PKCS nor "
+            "CKM_RSA_PKCS: it cannot make RS256 signatures"
+        )
+
+    def _sign_once(self, signing_input: bytes) -> bytes:
+        pkcs11 = self._binding
+        if self._mechanism == pkcs11.Mechanism.RSA_PKCS:
+            data = _SHA256_DIGEST_INFO + hashlib.sha256(signing_input).digest()
+        else:
+            data = signing_input
+        return bytes(self._key.sign(data, mechanism=self._mechanism))
+
+    def _reopen(self) -> None:
+        old, self._session = self._session, None
+        if old is not None:
+            with contextlib.suppress(self._binding.PKCS11Error):
+                old.close()
+        self._session = self._login()
+        self._key = self._find_key()
+
+    def _after_fork(self) -> None:
+        # PKCS#11 (section 6.7.7): a child must call C_Initialize again; handles inherited
+        # from the parent are not valid in it.
+        with _initialise_lock:
+            if _initialised_in.get(self._module_path) != _fork.generation:
+                with contextlib.suppress(self._binding.PKCS11Error):
+                    self._lib.finalize()
+                self._lib.initialize()
+                _initialised_in[self._module_path] = _fork.generation
+        self._generation = _fork.generation
+        self._session = None
+        token = self._token
+        self._token = self._find_token(
+            token.label, token.serial.decode("ascii", "replace").strip(), None, None, None
+        )
+        self._session = self._login()
+        self._key = self._find_key()

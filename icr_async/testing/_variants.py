@@ -1,0 +1,323 @@
+"""The readings of ICR's docs the emulator can take, and named presets of them.
+
+shared/docs/icr-api.md leaves some behaviour open (page numbering, the ends of a page list,
+the status of a successful POST, token lifetimes, the ``Retry-After`` form, the request-id
+header) and a server's clock is never exactly the client's. Each is an option of
+:class:`~icr_async.testing.ICREmulator`; :data:`VARIANTS` names combinations so a test suite
+can run against every plausible ICR::
+
+    @pytest.fixture(params=sorted(VARIANTS))
+    def emulator(request, clock):
+        return ICREmulator(clock=clock, **VARIANTS[request.param].kwargs())
+
+The checks here are shared by the emulator's constructor, its attributes (validated on
+assignment) and the ``icr-async emulator`` flags, so a bad value fails the same way
+everywhere.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import types
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Generic, Literal, TypedDict, TypeVar, overload
+
+import attrs
+
+if TYPE_CHECKING:
+    from ._emulator import ICREmulator
+
+__all__ = [
+    "DEFAULT_REQUEST_ID_HEADER",
+    "VARIANTS",
+    "EmulatorOptions",
+    "EmulatorVariant",
+    "Option",
+    "PageBase",
+    "PageEndStyle",
+    "PostStatus",
+    "RetryAfterStyle",
+    "VariantTable",
+    "check_clock_offset",
+    "check_page_base",
+    "check_page_end_style",
+    "check_post_status",
+    "check_request_id_header",
+    "check_retry_after_style",
+    "check_ttl",
+    "options_of",
+]
+
+PageBase = Literal[0, 1]
+"""The number of the first page: ``0`` (``page=0`` in the docs' requests) or ``1``."""
+PageEndStyle = Literal["null", "absent"]
+"""How ``nextPage`` / ``prevPage`` look where there is no such page."""
+PostStatus = Literal[200, 201]
+"""The status of a successful POST: 200 (the docs' tables) or 201 (NestJS's default)."""
+RetryAfterStyle = Literal["seconds", "http-date"]
+"""The two forms of ``Retry-After`` HTTP allows (RFC 9110, section 10.2.3)."""
+
+DEFAULT_REQUEST_ID_HEADER = "x-icr-request-id"
+"""The header the emulator puts its request ids in unless told otherwise."""
+
+_HEADER_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _seconds(value: object) -> float | None:
+    # A finite int or float (not a bool), as a float; None for anything else.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    seconds = float(value)
+    return seconds if math.isfinite(seconds) else None
+
+
+def check_page_base(value: object) -> PageBase:
+    """``value`` if it is 0 or 1; ``ValueError`` otherwise."""
+    if value == 0 and _is_number(value):
+        return 0
+    if value == 1 and _is_number(value):
+        return 1
+    raise ValueError(f"page_base must be 0 or 1, not {value!r}")
+
+
+def check_page_end_style(value: object) -> PageEndStyle:
+    """``value`` if it is ``"null"`` or ``"absent"``; ``ValueError`` otherwise."""
+    if value == "null":
+        return "null"
+    if value == "absent":
+        return "absent"
+    raise ValueError(f"page_end_style must be 'null' or 'absent', not {value!r}")
+
+
+def check_post_status(value: object) -> PostStatus:
+    """``value`` if it is 200 or 201; ``ValueError`` otherwise."""
+    if value == 200 and _is_number(value):
+        return 200
+    if value == 201 and _is_number(value):
+        return 201
+    raise ValueError(f"post_status must be 200 or 201, not {value!r}")
+
+
+def check_retry_after_style(value: object) -> RetryAfterStyle:
+    """``value`` if it is ``"seconds"`` or ``"http-date"``; ``ValueError`` otherwise."""
+    if value == "seconds":
+        return "seconds"
+    if value == "http-date":
+        return "http-date"
+    raise ValueError(f"retry_after_style must be 'seconds' or 'http-date', not {value!r}")
+
+
+def check_request_id_header(value: object) -> str | None:
+    """A header name (lower-cased) or ``None`` for no request ids; ``ValueError`` otherwise."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _HEADER_TOKEN.fullmatch(value):
+        raise ValueError(f"request_id_header must be a header name or None, not {value!r}")
+    return value.lower()
+
+
+def check_clock_offset(value: object) -> float:
+    """A finite number of seconds; ``ValueError`` otherwise."""
+    seconds = _seconds(value)
+    if seconds is None:
+        raise ValueError(f"clock_offset must be a finite number of seconds, not {value!r}")
+    return seconds
+
+
+def check_ttl(value: object, name: str = "token ttl") -> float:
+    """A finite, positive number of seconds; ``ValueError`` otherwise."""
+    seconds = _seconds(value)
+    if seconds is None or seconds <= 0:
+        raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
+    return seconds
+
+
+T = TypeVar("T")
+
+
+class Option(Generic[T]):
+    """A validated attribute: assigning a bad value raises ``ValueError`` at once.
+
+    The emulator reads its options on every request, so a test may change one between two
+    requests (``emulator.page_base = 1``) and the next answer follows it.
+    """
+
+    def __init__(self, check: Callable[[object], T]) -> None:
+        self._check = check
+        self._slot = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._slot = f"_option_{name}"
+
+    @overload
+    def __get__(self, instance: None, owner: type) -> Option[T]: ...
+
+    @overload
+    def __get__(self, instance: object, owner: type | None = None) -> T: ...
+
+    def __get__(self, instance: object, owner: type | None = None) -> Option[T] | T:
+        if instance is None:
+            return self
+        value: T = instance.__dict__[self._slot]
+        return value
+
+    def __set__(self, instance: object, value: T) -> None:
+        instance.__dict__[self._slot] = self._check(value)
+
+
+class EmulatorOptions(TypedDict, total=False):
+    """The keyword arguments of :class:`~icr_async.testing.ICREmulator` a variant sets."""
+
+    page_base: PageBase
+    page_end_style: PageEndStyle
+    post_status: PostStatus
+    clock_offset: float
+    installation_token_ttl: float
+    app_token_ttl: float
+    retry_after_style: RetryAfterStyle
+    request_id_header: str | None
+
+
+def _installation_token_ttl(value: object) -> float:
+    return check_ttl(value, "installation_token_ttl")
+
+
+def _app_token_ttl(value: object) -> float:
+    return check_ttl(value, "app_token_ttl")
+
+
+@attrs.frozen(kw_only=True)
+class EmulatorVariant:
+    """One plausible ICR: a value for every option the docs leave open.
+
+    The defaults are the readings of shared/docs/icr-api.md (the ``"icr-docs"`` variant).
+    Use :meth:`kwargs` for a new emulator or :meth:`apply` on an existing one;
+    ``attrs.evolve(variant, page_base=1)`` derives another.
+    """
+
+    name: str
+    description: str = ""
+    page_base: PageBase = attrs.field(default=0, converter=check_page_base)
+    page_end_style: PageEndStyle = attrs.field(default="null", converter=check_page_end_style)
+    post_status: PostStatus = attrs.field(default=200, converter=check_post_status)
+    clock_offset: float = attrs.field(default=0.0, converter=check_clock_offset)
+    installation_token_ttl: float = attrs.field(default=7200.0, converter=_installation_token_ttl)
+    app_token_ttl: float = attrs.field(default=3600.0, converter=_app_token_ttl)
+    retry_after_style: RetryAfterStyle = attrs.field(
+        default="seconds", converter=check_retry_after_style
+    )
+    request_id_header: str | None = attrs.field(
+        default=DEFAULT_REQUEST_ID_HEADER, converter=check_request_id_header
+    )
+
+    def kwargs(self) -> EmulatorOptions:
+        """The options as keyword arguments: ``ICREmulator(clock=c, **variant.kwargs())``."""
+        return EmulatorOptions(
+            page_base=self.page_base,
+            page_end_style=self.page_end_style,
+            post_status=self.post_status,
+            clock_offset=self.clock_offset,
+            installation_token_ttl=self.installation_token_ttl,
+            app_token_ttl=self.app_token_ttl,
+            retry_after_style=self.retry_after_style,
+            request_id_header=self.request_id_header,
+        )
+
+    def apply(self, emulator: ICREmulator) -> ICREmulator:
+        """Set every option on ``emulator`` (served or not) and return it."""
+        for name, value in self.kwargs().items():
+            setattr(emulator, name, value)
+        return emulator
+
+
+def options_of(emulator: ICREmulator) -> EmulatorOptions:
+    """The options ``emulator`` runs with now (what ``GET /_emulator/options`` answers)."""
+    return EmulatorOptions(
+        page_base=emulator.page_base,
+        page_end_style=emulator.page_end_style,
+        post_status=emulator.post_status,
+        clock_offset=emulator.clock_offset,
+        installation_token_ttl=emulator.installation_token_ttl,
+        app_token_ttl=emulator.app_token_ttl,
+        retry_after_style=emulator.retry_after_style,
+        request_id_header=emulator.request_id_header,
+    )
+
+
+class VariantTable(Mapping[str, EmulatorVariant]):
+    """Named plausible ICRs (read-only, in a fixed order, ``"icr-docs"`` first).
+
+    ``VARIANTS["one-based"].kwargs()`` gives an emulator's keyword arguments; iterate it (or
+    ``sorted(VARIANTS)`` for pytest ids) to run a test against every reading.
+    """
+
+    def __init__(self, *variants: EmulatorVariant) -> None:
+        self._variants = types.MappingProxyType({v.name: v for v in variants})
+
+    def __getitem__(self, name: str) -> EmulatorVariant:
+        return self._variants[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._variants)
+
+    def __len__(self) -> int:
+        return len(self._variants)
+
+    def __repr__(self) -> str:
+        return f"VariantTable({', '.join(self._variants)})"
+
+
+VARIANTS: Mapping[str, EmulatorVariant] = VariantTable(
+    EmulatorVariant(
+        name="icr-docs",
+        description="the readings of shared/docs/icr-api.md (the emulator's defaults)",
+    ),
+    EmulatorVariant(
+        name="one-based",
+        description="1-based pages (page=0 also serves the first page), nextPage absent at the end",
+        page_base=1,
+        page_end_style="absent",
+    ),
+    EmulatorVariant(
+        name="created-201", description="201 Created for every successful POST", post_status=201
+    ),
+    EmulatorVariant(
+        name="clock-behind",
+        description="the server's clock 7 minutes behind the client's",
+        clock_offset=-420.0,
+    ),
+    EmulatorVariant(
+        name="clock-ahead",
+        description="the server's clock 7 minutes ahead of the client's",
+        clock_offset=420.0,
+    ),
+    EmulatorVariant(
+        name="short-tokens",
+        description="installation tokens that live 2 minutes",
+        installation_token_ttl=120.0,
+    ),
+    EmulatorVariant(
+        name="http-date-retry",
+        description="Retry-After as an HTTP date on the server's clock",
+        retry_after_style="http-date",
+    ),
+    EmulatorVariant(
+        name="everything-else",
+        description="every other reading at once: 1-based pages, absent ends, 201s, "
+        "2-minute tokens, HTTP-date Retry-After, x-request-id, a clock 7 minutes behind",
+        page_base=1,
+        page_end_style="absent",
+        post_status=201,
+        clock_offset=-420.0,
+        installation_token_ttl=120.0,
+        app_token_ttl=120.0,
+        retry_after_style="http-date",
+        request_id_header="x-request-id",
+    ),
+)
+"""Named plausible ICRs, ``"icr-docs"`` first; every option differs from the default in one."""
