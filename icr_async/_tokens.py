@@ -27,7 +27,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from . import _fork
 from ._clock import Clock
-from .errors import APIError, TokenError, TransportError
+from .errors import APIError, SignerError, TokenError, TransportError
 from .models import Token
 
 __all__ = ["ClientStats", "MemoryTokenCache", "TokenCache", "TokenManager"]
@@ -395,7 +395,8 @@ class TokenManager:
                 if ttl > 0:
                     await shared.set(key, minted, ttl=ttl)
                 return minted
-        except (asyncio.CancelledError, TokenError):
+        except (asyncio.CancelledError, TokenError, SignerError):
+            # A signer that failed is not the shared cache's fault: no "cache unavailable".
             raise
         except Exception as exc:
             if minted is not None:

@@ -113,12 +113,14 @@ def test_console_script_and_module_agree() -> None:
     ],
 )
 def test_usage_errors_are_one_line_and_exit_2(
-    args: list[str], message: str, env: dict[str, str]
+    args: list[str], message: str, in_process: EmulatorThread, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    result = run_cli(*args, env=env)
-    assert result.returncode == 2
-    assert result.stdout == ""
-    assert_one_line_error(result.stderr, message, "--help")
+    # In-process: argparse's mistakes never reach the network, and a subprocess per case
+    # would cost half a second each for the same code path.
+    assert cli.main(args) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert_one_line_error(captured.err, message, "--help")
 
 
 # -- demo and emulator --------------------------------------------------------------------
@@ -390,7 +392,7 @@ def test_export_to_file(env: dict[str, str], emu: EmulatorThread, tmp_path: Path
     assert result.stdout == result.stderr == ""
     ids = [json.loads(line)["id"] for line in out.read_text().splitlines()]
     assert ids == emu.installation_ids
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".icr-export-")]
+    assert [p.name for p in tmp_path.iterdir()] == ["all.jsonl"]  # no temporary left
 
 
 def test_export_shows_progress_on_a_terminal_only(env: dict[str, str], tmp_path: Path) -> None:
@@ -746,21 +748,6 @@ def test_in_process_export_without_page_count_walks_pages(
     assert ids == emu.installation_ids
 
 
-def _page(current: int | None, count: int | None, asked: int = 0) -> Page[Installation]:
-    pagination = Pagination(current_page=current, page_count=count)
-    return Page(items=(), pagination=pagination, page=asked, limit=10)
-
-
-def test_remaining_pages_reads_either_numbering() -> None:
-    assert cli._remaining_pages(_page(0, 4)) == range(1, 4)
-    assert cli._remaining_pages(_page(1, 4)) == range(2, 5)  # 1-based server
-    assert cli._remaining_pages(_page(None, 4)) is None
-    assert cli._remaining_pages(_page(7, 4)) is None
-    assert cli._remaining_pages(Page(items=(), pagination=None, page=0, limit=10)) is None
-    with pytest.raises(PaginationError):
-        cli._remaining_pages(_page(0, cli.MAX_EXPORT_PAGES + 1))
-
-
 def test_progress_draws_only_on_a_terminal() -> None:
     class Terminal:
         def __init__(self, tty: bool) -> None:
@@ -779,7 +766,7 @@ def test_progress_draws_only_on_a_terminal() -> None:
 
     on, off = Terminal(True), Terminal(False)
     for stream in (on, off):
-        progress = cli._Progress(stream)  # type: ignore[arg-type]
+        progress = _Progress(stream)  # type: ignore[arg-type]
         progress.update(1, 4)
         progress.update(3, None)
         progress.finish("done")

@@ -403,7 +403,7 @@ async def test_whole_flow_leaks_no_secret(
     inst_token = await client.create_installation_token(inst)
     cached = await scoped.get_token()
     await scoped.request("GET", org)
-    jwt = client._jwt.get()
+    jwt = await client._jwt.get()
     errors: list[BaseException] = []
     emulator.revoke_tokens(inst)
     await scoped.request("GET", org)  # recovered 401

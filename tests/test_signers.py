@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import importlib
 import json
 import logging
+import os
+import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import anyio.from_thread
@@ -117,7 +121,9 @@ async def test_the_sdk_assembles_the_jwt_and_only_the_signature_is_delegated(
     private_key_pem: str, remote: bool
 ) -> None:
     clock = ManualClock(1_700_000_000.25)
-    signer: Signer = RemoteSigner(private_key_pem) if remote else PrivateKey.from_pem(private_key_pem)
+    signer: Signer = (
+        RemoteSigner(private_key_pem) if remote else PrivateKey.from_pem(private_key_pem)
+    )
     token = await AppJWT(APP_ID, signer, ClockSync(clock)).get()
     header, claims, signature = token.split(".")
     assert base64.urlsafe_b64decode(header + "==") == b'{"alg":"RS256","typ":"JWT"}'
@@ -130,16 +136,16 @@ async def test_the_sdk_assembles_the_jwt_and_only_the_signature_is_delegated(
         raw, f"{header}.{claims}".encode(), padding.PKCS1v15(), hashes.SHA256()
     )
     # And joserfc, the library that signed before, reads it as the same RS256 JWT.
-    decoded = jwt.decode(token, RSAKey.import_key(_public_pem(private_key_pem)), algorithms=["RS256"])
+    decoded = jwt.decode(
+        token, RSAKey.import_key(_public_pem(private_key_pem)), algorithms=["RS256"]
+    )
     assert dict(decoded.claims) == {"iss": APP_ID, "iat": 1699999940, "exp": 1700000540}
 
 
 # -- configuration --------------------------------------------------------------------------
 
 
-def test_signer_and_private_key_are_mutually_exclusive(
-    private_key_pem: str, tmp_path: Any
-) -> None:
+def test_signer_and_private_key_are_mutually_exclusive(private_key_pem: str, tmp_path: Any) -> None:
     signer = RemoteSigner(private_key_pem)
     with pytest.raises(ConfigurationError, match="either signer= or private_key=, not both"):
         AsyncICRClient("app", private_key_pem, signer=signer, env=False)
@@ -187,7 +193,7 @@ def test_bad_signers_are_configuration_errors(private_key_pem: str) -> None:
     def build(signer: Any) -> None:
         AsyncICRClient("app", signer=signer, env=False)
 
-    with pytest.raises(ConfigurationError, match="must implement icr_async.Signer"):
+    with pytest.raises(ConfigurationError, match=r"must implement icr_async\.Signer"):
         build(object())
     with pytest.raises(ConfigurationError, match="pass PEM text as private_key="):
         build(private_key_pem)
@@ -278,7 +284,7 @@ async def test_a_failing_signer_is_a_signer_error_only_when_no_jwt_is_left(
     clock.advance(540 - JWT_REFRESH_AHEAD + 1)
     await client.list_installations(limit=1)  # served with the cached JWT
     await _until(lambda: client._jwt._pending is None)
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    warnings = [r for r in caplog.records if r.name == "icr_async" and r.levelno == logging.WARNING]
     assert len(warnings) == 1
     text = warnings[0].getMessage()
     assert "kms:alias/icr-app" in text
@@ -499,7 +505,7 @@ async def test_clock_skew_recovery_does_not_rotate(
 ) -> None:
     emulator.add_app_key(app_id, _public_pem(other_private_key_pem))
     emulator.clock_offset = -420  # the server's clock is seven minutes behind ours
-    keys = [RemoteSigner(private_key_pem), PrivateKey.from_pem(other_private_key_pem)]
+    keys: list[Signer] = [RemoteSigner(private_key_pem), PrivateKey.from_pem(other_private_key_pem)]
     client: AsyncICRClient = make_client(private_key=None, signer=keys)
     assert (await client.list_installations(limit=1)).total == 25
     assert client.clock_offset == pytest.approx(-420, abs=2)
@@ -533,3 +539,56 @@ def test_reprs_show_no_key_material(private_key_pem: str, other_private_key_pem:
         for text in (repr(client), repr(client._jwt), repr(key), repr(client.signers)):
             assert body not in text
     assert json.dumps(client.key_fingerprint)
+
+
+# -- the AWS KMS recipe in the README, against moto's in-process KMS ---------------------------
+
+
+def _readme_recipe(class_name: str) -> str:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Keys in an HSM or a KMS") :]
+    blocks: list[str] = re.findall(r"^```python\n(.*?)^```$", section, flags=re.M | re.S)
+    return next(block for block in blocks if f"class {class_name}" in block)
+
+
+def _require_moto() -> tuple[Any, Any]:
+    try:
+        boto3 = importlib.import_module("boto3")
+        moto = importlib.import_module("moto")
+    except ImportError:
+        if os.environ.get("ICR_REQUIRE_MOTO"):
+            pytest.fail("ICR_REQUIRE_MOTO is set but moto[kms] is not installed")
+        pytest.skip("moto[kms] is not installed; CI runs this with ICR_REQUIRE_MOTO=1")
+    return boto3, moto
+
+
+def test_the_readme_recipes_compile() -> None:
+    for name in ("AwsKmsSigner", "GcpKmsSigner"):
+        compile(_readme_recipe(name), f"README.md:{name}", "exec")
+
+
+async def test_the_readme_aws_kms_recipe_signs_jwts_the_emulator_accepts(
+    emulator: ICREmulator, make_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    boto3, moto = _require_moto()
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.setenv(name, "testing")  # moto's convention: never real credentials
+    namespace: dict[str, Any] = {}
+    exec(compile(_readme_recipe("AwsKmsSigner"), "README.md", "exec"), namespace)
+    with moto.mock_aws():
+        kms = boto3.client("kms", region_name="eu-north-1")
+        key = kms.create_key(KeySpec="RSA_2048", KeyUsage="SIGN_VERIFY")["KeyMetadata"]
+        signer = namespace["AwsKmsSigner"](key["Arn"], kms=kms)
+        assert isinstance(signer, Signer)
+        public_pem = signer.public_key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        app = emulator.add_app(public_pem, installations=2)
+        client: AsyncICRClient = make_client(app_id=app, private_key=None, signer=signer)
+        page = await client.list_installations(limit=5)
+        assert page.total == 2
+        org = await client.installation(page.items[0].id).get_organization()
+        assert page.items[0].organization is not None
+        assert org.id == page.items[0].organization.id
+        assert client.jwt_signatures == 1
+        assert sum(emulator.stats.jwt_rejections.values()) == 0

@@ -1,38 +1,25 @@
 """``PKCS11Signer``: sign the app JWT with an RSA key that lives in an HSM or smart card.
 
-Install with ``pip install 'icr-async[pkcs11]'`` (it brings ``python-pkcs11``) and pass the
-signer as ``signer=``::
+``pip install 'icr-async[pkcs11]'`` (python-pkcs11), then
+``AsyncICRClient(app_id, signer=PKCS11Signer.from_uri("pkcs11:token=..;object=..?module-path=..",
+pin=...))``.
 
-    from icr_async import AsyncICRClient
-    from icr_async.contrib.pkcs11 import PKCS11Signer
-
-    signer = PKCS11Signer.from_uri(
-        "pkcs11:token=icr;object=app-key?module-path=/usr/lib/softhsm/libsofthsm2.so",
-        pin=os.environ["ICR_PKCS11_PIN"],
-    )
-    async with AsyncICRClient(app_id, signer=signer) as client:
-        ...
-
-How it behaves:
-
-* The key never leaves the token: the signer asks the token for a ``CKM_SHA256_RSA_PKCS``
-  signature (or, on tokens without it, ``CKM_RSA_PKCS`` over a SHA-256 DigestInfo, which
-  is the same RS256 signature). ``non_extractable`` says whether the token promises the
-  key cannot be exported; ``require_non_extractable=True`` refuses any other key.
-* Opening the token (loading the module, logging in, finding the key) happens in the
-  constructor, which blocks: build the signer at start-up, or with
-  ``await asyncio.to_thread(PKCS11Signer, ...)``. Every mistake (module, token, PIN, key)
-  is a ``ConfigurationError`` there, naming what was looked for and never the PIN.
-* PKCS#11 calls block, so ``sign`` runs them in a worker thread (``asyncio.to_thread``).
-  One logged-in session serves the signer, behind a lock: a session must not run two
-  operations at once, and the client asks for one signature every seven minutes or so.
-* A session the token dropped (token re-inserted, HSM restarted) is reopened and the
-  signature tried once more; in a child process after ``fork`` the module is initialised
-  again and a new session opened, as PKCS#11 requires.
+* The key never leaves the token: it makes a ``CKM_SHA256_RSA_PKCS`` signature (on tokens
+  without that mechanism, ``CKM_RSA_PKCS`` over a SHA-256 DigestInfo: the same RS256
+  bytes). ``require_non_extractable=True`` refuses a key the token would let out.
+* The constructor blocks (module, login, key lookup): build the signer at start-up or in
+  ``asyncio.to_thread``. Every mistake there is a ``ConfigurationError`` naming what was
+  looked for, never the PIN.
+* ``sign`` runs the blocking call in a worker thread, on one logged-in session behind a
+  lock (a session must not run two operations at once; one signature per ~7 minutes makes
+  contention moot). A session the token dropped is reopened once; after ``fork`` the child
+  initialises the module again, as PKCS#11 requires.
 * ``key_id`` is an RFC 7512 URI of the key without module path or PIN, safe to log.
 
-The PIN is kept in memory (a re-login after a dropped session needs it) but never shown:
-not in ``repr``, not in any error, and the signer refuses to be pickled.
+The PIN stays in memory (a re-login needs it) but never in ``repr``, errors or pickles.
+PKCS#11 logs in per process, not per session: while one signer is logged in to a token,
+another on that token finds its key without logging in (so without checking its PIN);
+closing a logged-in signer logs the others out, and they log in again when they next sign.
 """
 
 from __future__ import annotations
@@ -65,7 +52,8 @@ _QUERY_ATTRIBUTES = frozenset({"module-path", "module-name", "pin-value", "pin-s
 # Per module path, the fork generation its C_Initialize belongs to: after a fork the first
 # signer to sign re-initialises the module once for every signer of the child.
 _initialised_in: dict[str, int] = {}
-_initialise_lock = threading.Lock()
+# Serialises logins and re-initialisation across every signer of the process.
+_token_lock = threading.RLock()
 
 
 def _load_binding() -> ModuleType:
@@ -220,10 +208,14 @@ class PKCS11Signer:
 
     ``module_path`` is the token's PKCS#11 library (for SoftHSM2 on Debian
     ``/usr/lib/softhsm/libsofthsm2.so``). The token is found by ``token_label`` (and
-    optionally ``token_serial`` / ``slot_id``), the key by ``key_label`` and/or
+    optionally ``token_serial``, ``slot_id``, ``token_manufacturer``, ``token_model``;
+    exactly one token must match), the key by ``key_label`` and/or
     ``key_object_id`` (CKA_ID: bytes or hex); with neither, the token must hold exactly one
     RSA private key. ``pin`` is the user PIN. Use :meth:`from_uri` for a PKCS#11 URI.
     Close it (or use ``with``) when done: that closes the session.
+
+    ``non_extractable`` is true when the token promises the private key can never be read
+    out (CKA_EXTRACTABLE false and CKA_SENSITIVE true).
     """
 
     __slots__ = (
@@ -256,8 +248,8 @@ class PKCS11Signer:
         key_object_id: bytes | str | None = None,
         pin: str | None = None,
         require_non_extractable: bool = False,
-        _token_manufacturer: str | None = None,
-        _token_model: str | None = None,
+        token_manufacturer: str | None = None,
+        token_model: str | None = None,
     ) -> None:
         self._binding = _load_binding()
         self._module_path = os.fspath(module_path)
@@ -270,9 +262,22 @@ class PKCS11Signer:
         self._search = (key_label, object_id)
         self._lib = self._open_module()
         self._token = self._find_token(
-            token_label, token_serial, slot_id, _token_manufacturer, _token_model
+            {
+                "token": token_label,
+                "serial": token_serial,
+                "slot-id": slot_id,
+                "manufacturer": token_manufacturer,
+                "model": token_model,
+            }
         )
         self._session = self._login()
+        try:
+            self._inspect_key(require_non_extractable)
+        except BaseException:
+            self.close()  # a logged-in session left open would keep the token logged in
+            raise
+
+    def _inspect_key(self, require_non_extractable: bool) -> None:
         self._key = self._find_key()
         self._public_key = self._read_public_key()
         self._fingerprint = public_key_fingerprint(self._public_key)
@@ -281,14 +286,12 @@ class PKCS11Signer:
         label = self._key[pkcs11.Attribute.LABEL] or None
         found_id = self._key[pkcs11.Attribute.ID] or None
         self._key_id = _key_uri(self._token.label, label, found_id)
-        self.non_extractable: bool = (
+        # Whether the token promises the key can never be read out.
+        self.non_extractable = (
             self._read_flag(pkcs11.Attribute.EXTRACTABLE) is False
             and self._read_flag(pkcs11.Attribute.SENSITIVE) is True
         )
-        """Whether the token promises the private key can never be read out
-        (CKA_EXTRACTABLE false and CKA_SENSITIVE true)."""
         if require_non_extractable and not self.non_extractable:
-            self.close()
             raise ConfigurationError(
                 f"the key {self._key_id} is extractable or not sensitive, and "
                 "require_non_extractable=True: generate the key inside the token with "
@@ -331,8 +334,8 @@ class PKCS11Signer:
             key_object_id=parsed.key_object_id,
             pin=parsed.pin if pin is None else pin,
             require_non_extractable=require_non_extractable,
-            _token_manufacturer=parsed.token_manufacturer,
-            _token_model=parsed.token_model,
+            token_manufacturer=parsed.token_manufacturer,
+            token_model=parsed.token_model,
         )
 
     # -- the Signer protocol -------------------------------------------------------------
@@ -424,22 +427,8 @@ class PKCS11Signer:
         _initialised_in.setdefault(self._module_path, _fork.generation)
         return lib
 
-    def _find_token(
-        self,
-        label: str | None,
-        serial: str | None,
-        slot_id: int | None,
-        manufacturer: str | None,
-        model: str | None,
-    ) -> Any:
+    def _find_token(self, wanted: dict[str, str | int | None]) -> Any:
         pkcs11 = self._binding
-        wanted = {
-            "token": label,
-            "serial": serial,
-            "slot-id": slot_id,
-            "manufacturer": manufacturer,
-            "model": model,
-        }
         matches = []
         seen = []
         try:
@@ -473,24 +462,33 @@ class PKCS11Signer:
         return matches[0]
 
     def _login(self) -> Any:
+        # PKCS#11 logs in per application, not per session: once any session of this
+        # process is logged in to the token, every new one is too, and C_Login answers
+        # "already logged in". So look first with a plain session (which, closed, logs
+        # nobody out) and log in only when the key is not visible yet.
         pkcs11 = self._binding
-        try:
-            return self._token.open(user_pin=self._pin)
-        except (pkcs11.PinIncorrect, pkcs11.PinInvalid, pkcs11.PinLenRange) as exc:
-            raise ConfigurationError(
-                f"the PKCS#11 token {self._token.label!r} refused the PIN ({type(exc).__name__})"
-            ) from exc
-        except pkcs11.PinLocked as exc:
-            raise ConfigurationError(
-                f"the PIN of PKCS#11 token {self._token.label!r} is locked"
-            ) from exc
-        except pkcs11.PKCS11Error as exc:
-            raise ConfigurationError(
-                f"cannot open a session on PKCS#11 token {self._token.label!r} "
-                f"({type(exc).__name__})"
-            ) from exc
+        label = self._token.label
+        with _token_lock:
+            try:
+                session = self._token.open()
+                if self._pin is None or self._search_keys(session):
+                    return session
+                session.close()
+                return self._token.open(user_pin=self._pin)
+            except pkcs11.UserAlreadyLoggedIn:  # logged in meanwhile by other code
+                return self._token.open()
+            except (pkcs11.PinIncorrect, pkcs11.PinInvalid, pkcs11.PinLenRange) as exc:
+                raise ConfigurationError(
+                    f"the PKCS#11 token {label!r} refused the PIN ({type(exc).__name__})"
+                ) from exc
+            except pkcs11.PinLocked as exc:
+                raise ConfigurationError(f"the PIN of PKCS#11 token {label!r} is locked") from exc
+            except pkcs11.PKCS11Error as exc:
+                raise ConfigurationError(
+                    f"cannot open a session on PKCS#11 token {label!r} ({type(exc).__name__})"
+                ) from exc
 
-    def _find_key(self) -> Any:
+    def _search_keys(self, session: Any) -> list[Any]:
         pkcs11 = self._binding
         label, object_id = self._search
         template: dict[Any, Any] = {
@@ -501,9 +499,14 @@ class PKCS11Signer:
             template[pkcs11.Attribute.LABEL] = label
         if object_id is not None:
             template[pkcs11.Attribute.ID] = object_id
+        return list(session.get_objects(template))
+
+    def _find_key(self) -> Any:
+        pkcs11 = self._binding
+        label, object_id = self._search
         described = _key_uri(self._token.label, label, object_id)
         try:
-            keys = list(self._session.get_objects(template))
+            keys = self._search_keys(self._session)
         except pkcs11.PKCS11Error as exc:
             raise ConfigurationError(f"cannot search {described} ({type(exc).__name__})") from exc
         if not keys:
@@ -603,17 +606,22 @@ class PKCS11Signer:
     def _after_fork(self) -> None:
         # PKCS#11 (section 6.7.7): a child must call C_Initialize again; handles inherited
         # from the parent are not valid in it.
-        with _initialise_lock:
+        with _token_lock:
             if _initialised_in.get(self._module_path) != _fork.generation:
-                with contextlib.suppress(self._binding.PKCS11Error):
-                    self._lib.finalize()
-                self._lib.initialize()
+                try:
+                    self._lib.reinitialize()  # C_Finalize + C_Initialize, in every version
+                except self._binding.PKCS11Error:
+                    # C_Finalize refused in the child (newer python-pkcs11 versions still
+                    # let C_Initialize run on its own; older ones offer no way to).
+                    initialize = getattr(self._lib, "initialize", None)
+                    if initialize is None:
+                        raise
+                    initialize()
                 _initialised_in[self._module_path] = _fork.generation
         self._generation = _fork.generation
         self._session = None
         token = self._token
-        self._token = self._find_token(
-            token.label, token.serial.decode("ascii", "replace").strip(), None, None, None
-        )
+        serial = token.serial.decode("ascii", "replace").strip()
+        self._token = self._find_token({"token": token.label, "serial": serial})
         self._session = self._login()
         self._key = self._find_key()

@@ -15,7 +15,7 @@ import contextlib
 import ssl
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from aiohttp import web
@@ -41,7 +41,12 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _HANG_LIMIT = 60.0
 # Set on responses the middleware has stamped; others (streamed by a handler) are stamped
 # by the prepare hook, whose Date aiohttp filled from the real clock just before.
-_STAMPED = web.ResponseKey("icr_emulator_stamped", bool)
+# Typed response keys came in aiohttp 3.12; the oldest supported aiohttp (3.10.6) takes a str.
+_STAMPED: Any = (
+    web.ResponseKey("icr_emulator_stamped", bool)
+    if hasattr(web, "ResponseKey")
+    else "icr_emulator_stamped"
+)
 # Control routes keep their own statuses: they are the observer, not ICR.
 _CONTROL_PREFIX = "/_emulator/"
 
