@@ -9,7 +9,11 @@ docstrings as Markdown, where those would show as raw text, so before rendering:
 * a paragraph ending in ``::`` ends in ``:`` (the indented block after it is already a
   Markdown code block), and a line holding only ``::`` goes;
 * an underlined title (``Fixtures`` over ``--------``) becomes a bold line, so that it does
-  not become a heading competing with the API reference's own headings.
+  not become a heading competing with the API reference's own headings;
+* a member of a blocking client made by one typed line
+  (``get_installation = _blocking(AsyncICRClient.get_installation)``), which griffe sees as
+  an attribute whose value is that call, gets a docstring linking to the async method it
+  runs, in place of the call.
 
 The docstrings in the package are not changed; only what the site shows. Loaded by
 ``mkdocs.yml`` (``extensions: [docs/griffe_roles.py]``).
@@ -26,6 +30,13 @@ _ROLE = re.compile(r":(?:py:)?(?:class|func|meth|attr|data|mod|obj|exc|const):`(
 _UNDERLINED = re.compile(r"^(?P<title>\S[^\n]*)\n(?P<rule>[-=~^]{3,})[ \t]*$", re.M)
 _LITERAL_ONLY = re.compile(r"^[ \t]*::[ \t]*\n", re.M)
 _LITERAL_END = re.compile(r"(?<=\S)::[ \t]*$", re.M)
+_TWIN = re.compile(r"^_(blocking|iterating|derived|Forward)\(\s*(\w+)\.(\w+)")
+_TWIN_TEXT = {
+    "blocking": "Blocking: runs [`{cls}.{name}`][icr_async.{cls}.{name}] and returns its value.",
+    "iterating": "Blocking: a lazy iterator over [`{cls}.{name}`][icr_async.{cls}.{name}].",
+    "derived": "Blocking: the twin of what [`{cls}.{name}`][icr_async.{cls}.{name}] returns.",
+    "Forward": "The value of [`{cls}.{name}`][icr_async.{cls}.{name}].",
+}
 
 
 def _role(match: re.Match[str]) -> str:
@@ -61,6 +72,13 @@ class SphinxRolesToMarkdown(griffe.Extension):
             seen.add(obj.path)
             if obj.docstring is not None:
                 obj.docstring.value = markdown_docstring(obj.docstring.value)
+            if isinstance(obj, griffe.Attribute) and obj.path.startswith("icr_async.sync."):
+                twin = _TWIN.match(str(obj.value or ""))
+                if twin:
+                    kind, cls, name = twin.groups()
+                    text = _TWIN_TEXT[kind].format(cls=cls, name=name)
+                    obj.docstring = griffe.Docstring(text, parent=obj)
+                    obj.value = None
             stack.extend(
                 member
                 for member in obj.members.values()

@@ -7,9 +7,11 @@
 The blocking twin is ``ICRClient``; the bundled emulator is ``icr_async.testing``.
 """
 
+from ._backoff import BackoffStore, MemoryBackoffStore
 from ._clock import Clock, ManualClock
 from ._config import DEFAULT_API_VERSION, PRODUCTION_URL, SANDBOX_URL, Timeouts
 from ._hooks import RequestEvent, ResponseEvent
+from ._idempotency import ActionClaim, ActionRecord, IdempotencyStore, MemoryIdempotencyStore
 from ._keys import PrivateKey
 from ._retry import RetryPolicy
 from ._signers import Signer, public_key_fingerprint
@@ -17,8 +19,10 @@ from ._tokens import ClientStats, MemoryTokenCache, TokenCache
 from ._version import __version__
 from .client import AppTokenClient, AsyncICRClient, InstallationClient
 from .errors import (
+    ActionOutcomeUnknownError,
     APIError,
     AuthenticationError,
+    BackoffPausedError,
     BadRequestError,
     BlockingCallError,
     ClientClosedError,
@@ -80,11 +84,16 @@ __all__ = [
     "SANDBOX_URL",
     "APIError",
     "AccessToken",
+    "ActionClaim",
+    "ActionOutcomeUnknownError",
+    "ActionRecord",
     "Address",
     "AppAccessToken",
     "AppTokenClient",
     "AsyncICRClient",
     "AuthenticationError",
+    "BackoffPausedError",
+    "BackoffStore",
     "BadRequestError",
     "BlockingCallError",
     "ClientClosedError",
@@ -100,12 +109,15 @@ __all__ = [
     "DuplicateActionError",
     "ICRClient",
     "ICRError",
+    "IdempotencyStore",
     "Installation",
     "InstallationAccessToken",
     "InstallationClient",
     "InvalidArgumentError",
     "Inventory",
     "ManualClock",
+    "MemoryBackoffStore",
+    "MemoryIdempotencyStore",
     "MemoryTokenCache",
     "NotFoundError",
     "Organization",

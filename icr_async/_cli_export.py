@@ -103,7 +103,8 @@ async def export_pages(
     ``concurrency`` of the pages after it are already being fetched, numbered on from the
     page the tracker named (the server's ``nextPage``), so the guesses are in the server's
     own numbering whatever its base. A guess is used only if it is the page the tracker then
-    asks for; otherwise every guess is dropped and the walk goes on from the server's page.
+    asks for; when the server names another page, the guesses before it are dropped (all of
+    them if it was not among them) and the walk goes on from the server's page.
     No guess goes past the pages the server says remain (``pageCount`` less the pages used,
     a count, the same in either numbering); without a ``pageCount`` nothing is guessed and
     the pages are fetched one by one. At most ``concurrency`` pages are held at once.
@@ -116,22 +117,24 @@ async def export_pages(
         task = asyncio.create_task(client.list_installations(limit=page_size, page=number))
         window.append((number, task))
 
-    async def drop_window() -> None:
-        for _, task in window:
+    async def drop(tasks: list[asyncio.Task[Page[Installation]]]) -> None:
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*(task for _, task in window), return_exceptions=True)
-        window.clear()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def drop_guesses_before(named: int) -> None:
+        # The guesses run on from one another, so from the named page on they still hold;
+        # if it was not guessed at all, none of them does.
+        guessed = any(number == named for number, _ in window)
+        wrong: list[asyncio.Task[Page[Installation]]] = []
+        while window and (not guessed or window[0][0] != named):
+            wrong.append(window.popleft()[1])
+        await drop(wrong)
 
     try:
         launch(tracker.page)
         while window:
-            number, task = window.popleft()
-            if number != tracker.page:
-                # The server named another page than the one guessed: start again from it.
-                window.appendleft((number, task))
-                await drop_window()
-                launch(tracker.page)
-                continue
+            _, task = window.popleft()  # always the page the tracker named
             page = await task
             items = [unstructure(inst) for inst in page.items]
             more = tracker.advance(items, page.pagination)
@@ -139,7 +142,8 @@ async def export_pages(
                 page_count = page.pagination.page_count
             progress.update(tracker.pages_seen, page_count)
             if more:
-                # Ahead of the yield: the next pages load while the caller writes this one.
+                await drop_guesses_before(tracker.page)
+                # Before the yield: the next pages load while the caller writes this one.
                 wanted = 1
                 if page_count is not None:
                     wanted = max(1, min(concurrency, page_count - tracker.pages_seen))
@@ -151,7 +155,7 @@ async def export_pages(
             if not more:
                 return
     finally:
-        await drop_window()
+        await drop([task for _, task in window])
 
 
 async def installations_export(args: argparse.Namespace, client: AsyncICRClient) -> int:

@@ -55,6 +55,7 @@ _TEXT_TYPES = frozenset(
 
 
 def _read_data(spec: str) -> Any:
+    """The JSON body ``--data`` names: the text itself, ``@FILE``, or ``-`` for stdin."""
     if spec == "-":
         text, source = sys.stdin.read(), "stdin"
     elif spec.startswith("@"):
@@ -78,6 +79,7 @@ def _read_data(spec: str) -> Any:
 
 
 def _read_params(pairs: Sequence[str]) -> dict[str, str]:
+    """The ``--param KEY=VALUE`` pairs as a query mapping (a later KEY wins)."""
     params: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -257,6 +259,7 @@ async def _paginate(args: argparse.Namespace, client: AsyncICRClient) -> int:
 
 
 async def _request(args: argparse.Namespace, client: AsyncICRClient) -> int:
+    """Send the request (every page of it with ``--paginate``) and print the answer."""
     if args.paginate:
         return await _paginate(args, client)
     resp = await _send(args, client, args.params)

@@ -7,8 +7,9 @@ its reservations. ``ProjectEndpoints`` (mixed into ``AppTokenClient``) lists pub
 Nothing here speaks HTTP: every method builds a path (ids through ``path_param``) and a body,
 then calls the ``_TokenScopedClient`` helpers, so tokens, retries, deadlines and errors work
 exactly as for every other call. Methods that move credits are POSTs and are never retried
-automatically; an optional ``idempotency_key`` adds an in-process guard against sending the
-same action twice (see :meth:`OrganizationEndpoints.create_credit_action`).
+automatically; an optional ``idempotency_key`` guards against sending the same action twice,
+through the client's ``IdempotencyStore`` (this process's memory by default, a fleet's Redis
+with ``RedisIdempotencyStore``; see :meth:`OrganizationEndpoints.create_credit_action`).
 """
 
 from __future__ import annotations
@@ -17,14 +18,20 @@ import decimal
 import hashlib
 import json
 import math
-from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from ._converters import structure, unstructure
+from ._idempotency import (
+    ActionClaim,
+    ActionRecord,
+    ActionRegistry,
+    action_outcome,
+    duplicate_error,
+    settle,
+)
 from ._sansio import check_page_args, path_param, read_pagination
 from .errors import (
-    DuplicateActionError,
     InvalidArgumentError,
     ResponseDecodeError,
     UnreadableActionResultError,
@@ -45,7 +52,7 @@ from .models import (
 )
 
 if TYPE_CHECKING:
-    from .client import AsyncICRClient, _TokenScopedClient
+    from .client import _TokenScopedClient
 
     _Base = _TokenScopedClient
 else:
@@ -55,74 +62,30 @@ __all__ = ["ActionRegistry", "OrganizationEndpoints", "ProjectEndpoints"]
 
 M = TypeVar("M")
 
-MAX_REMEMBERED_ACTIONS: Final = 100_000
-"""How many idempotency keys one app client remembers (the oldest are forgotten first)."""
-
 _TRANSFERS: Final = frozenset({CreditAction.TRANSFER, CreditAction.TRANSFER_RETIRE})
 _RETIRES: Final = frozenset({CreditAction.RETIRE, CreditAction.TRANSFER_RETIRE})
-_REGISTRY_ATTR: Final = "_icr_sent_actions"
 # A PDF starts with "%PDF-"; the spec lets a few junk bytes come first, so look a little in.
 _PDF_MAGIC: Final = b"%PDF-"
 _PDF_SNIFF: Final = 1024
 # ICR's reservation paths: note the "inventory/" segment (there is no /warehouse/reservations).
 _RESERVATIONS: Final = "/warehouse/inventory/reservations"
+# How long a pending key outlives the call's own deadline before a worker that has not
+# recorded an outcome is taken for dead (a deadline-less call gets the fallback).
+_LEASE_MARGIN: Final = 60.0
+_LEASE_FALLBACK: Final = 900.0
 
 
-class ActionRegistry:
-    """Idempotency keys already used for credit actions by one app client (bounded, LRU).
-
-    Kept in memory only: it protects one process (one ``AsyncICRClient`` and every client
-    derived from it) from sending an action twice, not a fleet. Use a key that names the
-    business operation (an order id and step), never a random one.
-    """
-
-    __slots__ = ("_entries", "max_entries")
-
-    def __init__(self, max_entries: int = MAX_REMEMBERED_ACTIONS) -> None:
-        self.max_entries = max_entries
-        self._entries: OrderedDict[str, tuple[str, str]] = OrderedDict()
-
-    def claim(self, key: str, action: str, fingerprint: str) -> None:
-        """Record ``key`` or raise ``DuplicateActionError`` if it was used before."""
-        previous = self._entries.get(key)
-        if previous is not None:
-            self._entries.move_to_end(key)
-            if previous == (action, fingerprint):
-                what = "the same action"
-            elif previous[0] == action:
-                what = f"another {action} (other amounts, receiver or installation)"
-            else:
-                what = f"a different action ({previous[0]})"
-            raise DuplicateActionError(
-                f"idempotency key {key!r} was already used for {what} by this client; "
-                "it is not sent again. If that earlier call is known to have failed without "
-                "effect, call forget_action(key) first.",
-                key=key,
-            )
-        self._entries[key] = (action, fingerprint)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
-
-    def forget(self, key: str) -> bool:
-        """Drop ``key``; ``True`` if it was remembered."""
-        return self._entries.pop(key, None) is not None
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._entries
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-
-def _registry(parent: AsyncICRClient) -> ActionRegistry:
-    # Attached lazily to the app client so every installation client derived from it (and
-    # the blocking ICRClient wrapping it) shares one registry, without a field in the core.
-    registry = parent.__dict__.get(_REGISTRY_ATTR)
-    if registry is None:
-        registry = ActionRegistry()
-        parent.__dict__[_REGISTRY_ATTR] = registry
-    assert isinstance(registry, ActionRegistry)
-    return registry
+def _unreadable(cls: type[Any], path: str, exc: ResponseDecodeError) -> UnreadableActionResultError:
+    return UnreadableActionResultError(
+        f"the server accepted the action (HTTP 2xx) but its answer is not a readable "
+        f"{cls.__name__} ({exc.message}); it has most likely been done, so do not send "
+        "it again: check the organization's credit requests or reservations, or wait "
+        "for the transaction webhook",
+        status=exc.status,
+        method="POST",
+        path=path,
+        field=exc.field,
+    )
 
 
 def _check_key(key: object) -> str:
@@ -236,22 +199,60 @@ class OrganizationEndpoints(_Base):
         try:
             return await self._model(cls, "POST", path, json=body)
         except ResponseDecodeError as exc:
-            raise UnreadableActionResultError(
-                f"the server accepted the action (HTTP 2xx) but its answer is not a readable "
-                f"{cls.__name__} ({exc.message}); it has most likely been done, so do not send "
-                "it again: check the organization's credit requests or reservations, or wait "
-                "for the transaction webhook",
-                status=exc.status,
-                method="POST",
-                path=path,
-                field=exc.field,
-            ) from exc
+            raise _unreadable(cls, path, exc) from exc
 
-    def _claim(self, key: str | None, action: str, path: str, body: dict[str, Any]) -> None:
+    async def _keyed_act(
+        self, cls: type[M], key: str | None, action: str, path: str, body: dict[str, Any]
+    ) -> M:
+        """Send an action once; with ``key``, under the client's idempotency store.
+
+        Two store round trips: the claim before sending, the outcome after. A refused claim
+        raises ``DuplicateActionError`` (with the recorded answer of the same action as its
+        ``result``) or ``ActionOutcomeUnknownError``; nothing is sent then.
+        """
         if key is None:
-            return
-        fingerprint = _fingerprint(self._installation_id, path, body)
-        _registry(self._parent).claim(_check_key(key), action, fingerprint)
+            return await self._act(cls, path, body)
+        parent = self._parent
+        store = parent._idempotency
+        total = parent.config.timeouts.total
+        lease = _LEASE_FALLBACK if total is None else total + _LEASE_MARGIN
+        got = await store.claim(
+            parent._app_scope,
+            key,
+            action=action,
+            fingerprint=_fingerprint(self._installation_id, path, body),
+            lease=lease,
+        )
+        if isinstance(got, ActionRecord):
+            result = None
+            if got.same_action and got.state == "done" and got.result is not None:
+                try:
+                    result = structure(got.result, cls, method="POST", path=path)
+                except ResponseDecodeError:
+                    result = None
+            raise duplicate_error(key, action, got, result)
+        return await self._send_claimed(cls, got, path, body)
+
+    async def _send_claimed(
+        self, cls: type[M], claim: ActionClaim, path: str, body: dict[str, Any]
+    ) -> M:
+        store = self._parent._idempotency
+        try:
+            data = await self._parent._json("POST", path, auth=self._auth, safe=False, json=body)
+        except BaseException as exc:
+            # Cancellation included: a task cancelled mid-request may have been acted on.
+            outcome, status = action_outcome(exc, path)
+            if isinstance(exc, ResponseDecodeError) and exc.status is not None:
+                outcome, status = "done", None  # accepted (2xx) but not JSON
+            await settle(store, claim, outcome, None, status)
+            if isinstance(exc, ResponseDecodeError) and exc.status is not None:
+                raise _unreadable(cls, path, exc) from exc
+            raise
+        await settle(store, claim, "done", data, None)
+        try:
+            return structure(data, cls, method="POST", path=path)
+        except ResponseDecodeError as exc:
+            raise _unreadable(cls, path, exc) from exc
 
     # -- organization ----------------------------------------------------------------
 
@@ -346,12 +347,16 @@ class OrganizationEndpoints(_Base):
         answer is a pending credit request the organization must approve.
 
         **Never retried automatically**, whatever the retry policy: a repeated action moves
-        credits twice. With ``idempotency_key`` the client also refuses (``DuplicateActionError``,
-        before any request) a second call with the same key. The key is recorded *before*
-        sending, so it stays used even when the call fails: an error after the request left
-        (a timeout, a reset, a 5xx) does not prove the server did nothing. Check the credit
-        requests, and only if the action certainly did not happen, call
-        :meth:`forget_action` and try again.
+        credits twice. With ``idempotency_key`` the client's ``IdempotencyStore`` (this
+        process's memory, or a fleet's Redis) also refuses, before any request, a second call
+        with the same key: ``DuplicateActionError`` whose ``result`` is the earlier answer
+        when it was the same action and it was done, or ``ActionOutcomeUnknownError`` when
+        the earlier attempt may or may not have happened (its worker died mid-request, or it
+        ended in a timeout, a cut connection or a 5xx). The key is recorded *before* sending
+        and stays used when the call fails after the request left; only when the request
+        certainly never left (no token, a paused scope) or the server answered 429 is it
+        released. Check the credit requests, and only if the action certainly did not
+        happen, call :meth:`forget_action` and try again.
         """
         act: CreditAction = _enum_value(action, CreditAction)
         if idempotency_key is not None:
@@ -378,8 +383,7 @@ class OrganizationEndpoints(_Base):
         if retirement_data is not None:
             body["retirementData"] = _retirement_body(retirement_data)
         path = await self._org_path(f"/inventory/requests/{act.value}")
-        self._claim(idempotency_key, act.value, path, body)
-        return await self._act(CreditRequest, path, body)
+        return await self._keyed_act(CreditRequest, idempotency_key, act.value, path, body)
 
     async def transfer_credits(
         self,
@@ -453,13 +457,15 @@ class OrganizationEndpoints(_Base):
         )
 
     async def forget_action(self, idempotency_key: str) -> bool:
-        """Let ``idempotency_key`` be used again; ``True`` if this client remembered it.
+        """Let ``idempotency_key`` be used again; ``True`` if the client's idempotency store
+        (for a shared store: the whole fleet) remembered it.
 
         Only for a caller who knows the earlier action did not happen (the server answered
         4xx, or the credit requests show no trace of it): after a timeout or a 5xx it may
         well have been done.
         """
-        return _registry(self._parent).forget(_check_key(idempotency_key))
+        key = _check_key(idempotency_key)
+        return await self._parent._idempotency.forget(self._parent._app_scope, key)
 
     # -- warehouse -------------------------------------------------------------------
 
@@ -510,8 +516,7 @@ class OrganizationEndpoints(_Base):
         body["organizationId"] = str(owner)
         body["amount"] = value
         path = await self._org_path(_RESERVATIONS)
-        self._claim(idempotency_key, "reserve", path, body)
-        return await self._act(Reservation, path, body)
+        return await self._keyed_act(Reservation, idempotency_key, "reserve", path, body)
 
     async def finish_reservation(
         self,
@@ -542,8 +547,7 @@ class OrganizationEndpoints(_Base):
         if retirement_data is not None:
             body["retirementData"] = _retirement_body(retirement_data)
         path = await self._org_path(f"{_RESERVATIONS}/{enc}/{act.value}")
-        self._claim(idempotency_key, act.value, path, body)
-        return await self._act(Reservation, path, body)
+        return await self._keyed_act(Reservation, idempotency_key, act.value, path, body)
 
     async def cancel_reservation(self, reservation_id: str | int) -> Reservation | None:
         """``DELETE .../warehouse/inventory/reservations/{reservationId}``: release the held

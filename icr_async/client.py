@@ -23,6 +23,7 @@ from typing import Any, Protocol, TypeVar
 
 import aiohttp
 
+from ._backoff import BackoffStore, MemoryBackoffStore, hold
 from ._clock import Clock, parse_http_date, system_clock
 from ._config import (
     DEFAULT_API_VERSION,
@@ -33,6 +34,7 @@ from ._config import (
 )
 from ._converters import structure
 from ._hooks import RequestEvent, RequestHook, ResponseEvent, ResponseHook, call_hook
+from ._idempotency import IdempotencyStore, MemoryIdempotencyStore
 from ._jwt import AppJWT, ClockSync
 from ._keys import KeySource, load_private_key
 from ._organizations import OrganizationEndpoints, ProjectEndpoints
@@ -289,6 +291,12 @@ class AsyncICRClient:
     One aiohttp session (made lazily inside the running loop) serves every request of this
     client and of the installation clients derived from it. A client belongs to the event
     loop it first runs on.
+
+    A fleet of workers shares what one process would keep to itself through three optional
+    stores (e.g. from ``icr_async.contrib.redis``): ``token_cache=`` (installation tokens),
+    ``idempotency_store=`` (credit actions sent with an ``idempotency_key``; default: this
+    process's memory) and ``backoff=`` (pauses after a 429 / 503 with ``Retry-After``;
+    default: shared by this process's requests).
     """
 
     def __init__(
@@ -310,6 +318,8 @@ class AsyncICRClient:
         refresh_margin: float = 300.0,
         token_cache_size: int = 10_000,
         token_cache: TokenCache | None = None,
+        idempotency_store: IdempotencyStore | None = None,
+        backoff: BackoffStore | None = None,
         ssl: Any = None,
         ca_file: str | os.PathLike[str] | None = None,
         allow_insecure_http: bool = False,
@@ -397,6 +407,12 @@ class AsyncICRClient:
         )
         if token_cache is not None and not isinstance(token_cache, TokenCache):
             raise ConfigurationError("token_cache must implement the TokenCache protocol")
+        if idempotency_store is not None and not isinstance(idempotency_store, IdempotencyStore):
+            raise ConfigurationError(
+                "idempotency_store must implement the IdempotencyStore protocol"
+            )
+        if backoff is not None and not isinstance(backoff, BackoffStore):
+            raise ConfigurationError("backoff must implement the BackoffStore protocol")
         for name, hook in (("on_request", on_request), ("on_response", on_response)):
             if hook is not None and not callable(hook):
                 raise ConfigurationError(f"{name} must be callable")
@@ -438,6 +454,13 @@ class AsyncICRClient:
         # across a rotation (they do not depend on the key that minted them).
         self._cache_prefix = f"{self.app_id}|{self._base_url}|{signers[0].fingerprint}|"
         self._app_token_key = self._cache_prefix + "@app"
+        # Idempotency keys and pauses belong to the app on one server, not to a key: a key
+        # rotation must not forget which actions were sent.
+        self._app_scope = f"{self.app_id}|{self._base_url}"
+        self._idempotency: IdempotencyStore = idempotency_store or MemoryIdempotencyStore(
+            clock=self._clock
+        )
+        self._backoff: BackoffStore = backoff or MemoryBackoffStore(clock=self._clock)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -532,8 +555,21 @@ class AsyncICRClient:
         failures = 0
         decode_retried = False
         hooks = self._on_request is not None or self._on_response is not None
+        backoff = self._backoff
         while True:
             attempt += 1
+            if backoff.active:
+                # Only while a pause is known (or a fleet rate is on): a dict lookup otherwise.
+                await hold(
+                    backoff,
+                    self._app_scope,
+                    getattr(auth, "_installation_id", None),
+                    sleep=self._sleep,
+                    deadline=deadline,
+                    max_wait=policy.max_retry_after,
+                    method=method,
+                    path=path,
+                )
             credential = await auth.credential()
             headers = dict(headers_base)
             headers["Authorization"] = "Bearer " + credential
@@ -649,6 +685,11 @@ class AsyncICRClient:
                 path=path,
                 now=self._clock() + self._sync.offset,
             )
+            if error.retry_after is not None and status in (429, 503):
+                # Every request sharing the store waits too, not only this one's retry.
+                await backoff.pause(
+                    self._app_scope, getattr(auth, "_installation_id", None), error.retry_after
+                )
             failures += 1
             if not (may_retry and policy.retries_status(status) and failures < policy.attempts):
                 raise error

@@ -14,6 +14,7 @@ ICRError
 ├── TokenError                  an installation or app token could not be had
 ├── SignerError                 the JWT signer (HSM, KMS, key) failed or gave a bad signature
 ├── DuplicateActionError        a credit action sent twice under the same idempotency key
+│   └── ActionOutcomeUnknownError   the earlier attempt's outcome is unknown: reconcile, never resend
 ├── WebhookError                a webhook delivery that cannot be trusted (icr_async.webhooks)
 │   ├── WebhookSignatureError   missing or wrong x-icr-signature-256
 │   └── WebhookPayloadError     a body that is not the promised JSON
@@ -27,6 +28,7 @@ ICRError
     ├── ConflictError           409
     ├── UnprocessableEntityError 422
     ├── RateLimitedError        429, with ``retry_after`` seconds when the server said so
+    │   └── BackoffPausedError  not sent: the scope is paused by a back-off learned earlier
     └── ServerError             5xx
 ```
 
@@ -45,7 +47,9 @@ from ._redact import redact_headers, redact_text, redact_value
 
 __all__ = [
     "APIError",
+    "ActionOutcomeUnknownError",
     "AuthenticationError",
+    "BackoffPausedError",
     "BadRequestError",
     "BlockingCallError",
     "ClientClosedError",
@@ -179,11 +183,49 @@ class SignerError(ICRError):
 
 
 class DuplicateActionError(ICRError):
-    """A credit action refused because the same idempotency key was already sent."""
+    """A credit action refused because the same idempotency key was already used; nothing was
+    sent this time.
 
-    def __init__(self, message: str, *, key: str) -> None:
+    ``key`` is the idempotency key. ``state`` says what became of the earlier attempt:
+    ``"done"`` (the server accepted it), ``"pending"`` (still in flight, on this worker or
+    another), ``"rejected"`` (the server refused it with ``status``), ``"unknown"`` (see
+    :class:`ActionOutcomeUnknownError`), or ``""`` when not known. ``same_action`` is true
+    when the earlier attempt was the very same action (same installation, path and body).
+    ``result`` is the model the server answered the earlier, identical attempt with (a
+    ``CreditRequest`` or ``Reservation``) when the store recorded it, else ``None``: a retry
+    of a finished action can carry on with it.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        key: str,
+        state: str = "",
+        same_action: bool = False,
+        status: int | None = None,
+        result: Any = None,
+    ) -> None:
         self.key = key
+        self.state = state
+        self.same_action = same_action
+        self.status = status
+        self.result = result
         super().__init__(message)
+
+
+class ActionOutcomeUnknownError(DuplicateActionError):
+    """An earlier attempt under this idempotency key may or may not have been done, so this
+    one is **not sent**.
+
+    Raised when the earlier attempt's worker died while the request was in flight (its lease
+    ran out while the record was still pending), or when the earlier attempt ended without an
+    answer that settles it (a timeout, a dropped connection, a 5xx: the server may have acted).
+    Never resend blindly: **reconcile**. List the organization's credit requests
+    (``iter_credit_requests``) or reservations, or wait for the ``organizationTransaction`` /
+    ``warehouseTransaction`` webhook. If the action did happen, record that in your own
+    system; if it certainly did not, call ``forget_action(key)`` and try again.
+    """
 
 
 class APIError(ICRError):
@@ -261,6 +303,17 @@ class UnprocessableEntityError(APIError):
 
 class RateLimitedError(APIError):
     """429: too many requests. ``retry_after`` is the wait in seconds the server asked for."""
+
+
+class BackoffPausedError(RateLimitedError):
+    """The request was **not sent**: its scope (the app, or one installation) is paused by a
+    back-off this process, or another worker sharing a ``BackoffStore``, learned from the
+    server's ``429``/``503`` with ``Retry-After``, and the pause outlasts what this call may
+    wait (its deadline, or ``RetryPolicy.max_retry_after``).
+
+    ``status`` is 429 (the server's word that started the pause); ``retry_after`` is how many
+    seconds the pause still runs. Safe to try again after that, even for a credit action.
+    """
 
 
 class RedirectError(APIError):

@@ -8,11 +8,14 @@ is set (CI sets it), in which case a missing binary fails the test.
 Run as a script (``python tests/_redis_server.py CONFIG.json``) it is one worker of a fleet:
 it builds an ``AsyncICRClient`` sharing tokens through ``RedisTokenCache`` and asks for one
 token and one request per installation, once or in rounds until told to stop, writing what it
-saw as JSON. Every wait in it is bounded.
+saw as JSON. With ``"mode"`` in its config it shares idempotency keys and back-off too:
+``actions`` retires credits under idempotency keys, ``hammer`` sends GETs against a rate
+limit. Every wait in it is bounded.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -23,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -194,6 +198,50 @@ class Worker:
         self.proc.wait(timeout=10)
 
 
+class Fleet:
+    """Worker processes against one emulator and one Redis; all killed at the end."""
+
+    def __init__(self, directory: Path, base: dict[str, Any]) -> None:
+        self.directory = directory
+        self.base = base
+        self.workers: list[Worker] = []
+        self.go = directory / "go"
+        self.stop = directory / "stop"
+
+    def spawn(self, name: str, **overrides: Any) -> Worker:
+        config = {
+            **self.base,
+            "go_path": str(self.go),
+            "seed": len(self.workers),
+            **overrides,
+        }
+        worker = Worker(self.directory, name, config)
+        self.workers.append(worker)
+        return worker
+
+    async def wait(self, predicate: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            dead = [w for w in self.workers if w.proc.poll() not in (None, 0)]
+            if dead:
+                raise AssertionError(
+                    f"worker {dead[0].name} died while waiting for {what}:\n{dead[0].stderr()}"
+                )
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}")
+            await asyncio.sleep(0.05)
+
+    async def run(self, workers: list[Worker]) -> list[dict[str, Any]]:
+        await self.wait(lambda: all(w.ready for w in workers), "workers to be ready")
+        self.go.touch()
+        await self.wait(lambda: all(w.proc.poll() is not None for w in workers), "workers")
+        return [w.result() for w in workers]
+
+    def kill_all(self) -> None:
+        for worker in self.workers:
+            worker.kill()
+
+
 # ------------------------------------------------------------------------ worker side
 
 
@@ -287,7 +335,141 @@ async def _worker(config: dict[str, Any]) -> None:
     await cache.aclose()
 
 
+async def _go(config: dict[str, Any], deadline: float) -> None:
+    import asyncio
+
+    _touch(config["ready_path"])
+    while not _exists(config["go_path"]):  # bounded by the deadline
+        if time.monotonic() > deadline:
+            raise RuntimeError("no go signal")
+        await asyncio.sleep(0.01)
+
+
+async def _fleet_worker(config: dict[str, Any]) -> None:
+    """Modes ``actions`` (keyed retirements) and ``hammer`` (GETs against a rate limit)."""
+    import asyncio
+    import random
+    from collections import Counter
+
+    from icr_async import (
+        ActionOutcomeUnknownError,
+        AsyncICRClient,
+        DuplicateActionError,
+        ResponseEvent,
+        RetirementData,
+        Timeouts,
+    )
+    from icr_async.contrib.redis import (
+        RedisBackoffStore,
+        RedisIdempotencyStore,
+        RedisTokenCache,
+    )
+
+    cache = RedisTokenCache(
+        config["redis_url"],
+        encryption_key=bytes.fromhex(config["encryption_key"]),
+        op_timeout=config.get("op_timeout", 0.5),
+        retry_after=config.get("retry_after", 5.0),
+    )
+    idem = RedisIdempotencyStore(cache, lease=config.get("lease"))
+    backoff = RedisBackoffStore(cache) if config.get("shared_backoff", True) else None
+    stall = config.get("stall_path")
+
+    async def on_response(event: ResponseEvent) -> None:
+        # The crash window: the server answered, the worker has not recorded it yet.
+        if stall and event.method == "POST" and event.status is not None:
+            _touch(stall)
+            await asyncio.sleep(3600)
+
+    client = AsyncICRClient(
+        config["app_id"],
+        private_key_path=config["key_path"],
+        base_url=config["base_url"],
+        token_cache=cache,
+        idempotency_store=idem,
+        backoff=backoff,
+        timeouts=Timeouts(total=config.get("total_timeout", 30.0)),
+        on_response=on_response if stall else None,
+        env=False,
+    )
+    rng = random.Random(config.get("seed", 0))
+    outcomes: Counter[str] = Counter()
+    deadline = time.monotonic() + float(config.get("max_seconds", 60.0))
+
+    def snapshot() -> dict[str, Any]:
+        return {
+            "outcomes": dict(outcomes),
+            "requests": client.stats.requests,
+            "backoff": None if backoff is None else backoff.stats.as_dict(),
+            "idempotency": idem.stats.as_dict(),
+        }
+
+    async def retire(order: list[Any]) -> None:
+        installation, credit_id, key, comment = order
+        await asyncio.sleep(rng.uniform(0, config.get("max_delay", 0.0)))
+        try:
+            await client.installation(installation).retire_credits(
+                credit_id=credit_id,
+                amount=1,
+                retirement_data=RetirementData(
+                    reason="fleet test", beneficiary_name="Fleet", comment=comment
+                ),
+                idempotency_key=key,
+            )
+        except ActionOutcomeUnknownError:
+            outcomes["unknown"] += 1
+        except DuplicateActionError as exc:
+            outcomes[f"duplicate_{exc.state}"] += 1
+            if exc.result is not None:
+                outcomes["with_result"] += 1
+        except Exception as exc:
+            outcomes[f"error_{type(exc).__name__}"] += 1
+        else:
+            outcomes["done"] += 1
+
+    async def hammer(installation: str, path: str, stop_at: float) -> None:
+        scoped = client.installation(installation)
+        while time.monotonic() < stop_at:  # bounded by stop_at
+            try:
+                await scoped.request("GET", path)
+            except Exception as exc:
+                outcomes[f"error_{type(exc).__name__}"] += 1
+            else:
+                outcomes["ok"] += 1
+
+    async with client:
+        await _go(config, deadline)
+        if config["mode"] == "actions":
+            limit = asyncio.Semaphore(config.get("concurrency", 4))
+
+            async def bounded(order: list[Any]) -> None:
+                async with limit:
+                    await retire(order)
+
+            for _ in range(config.get("rounds", 1)):
+                orders = list(config["orders"])
+                rng.shuffle(orders)
+                await asyncio.gather(*(bounded(o) for o in orders))
+                _write_json(config["progress_path"], snapshot())
+                if time.monotonic() > deadline:
+                    break
+        else:
+            stop_at = min(deadline, time.monotonic() + config["seconds"])
+            installation, path = config["target"]
+            await asyncio.gather(
+                *(hammer(installation, path, stop_at) for _ in range(config["concurrency"]))
+            )
+        _write_json(config["result_path"], snapshot())
+    if backoff is not None:
+        await backoff.aclose()
+    await cache.aclose()
+
+
 if __name__ == "__main__":
     import asyncio
 
-    asyncio.run(_worker(json.loads(Path(sys.argv[1]).read_text())))
+    run_config = json.loads(Path(sys.argv[1]).read_text())
+    if run_config.get("mode"):
+        asyncio.run(_fleet_worker(run_config))
+    else:
+        asyncio.run(_worker(run_config))

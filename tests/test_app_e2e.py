@@ -4,8 +4,9 @@ install → ``installed`` webhook delivered and verified → token minted → or
 → credits reserved and retired → ``warehouseTransaction`` webhook. Every wait is bounded by
 ``asyncio.wait_for`` or the emulator's ``drain(timeout=...)``; nothing sleeps.
 
-The second test runs the Python block of the README's complete-app section
-against the emulator, so the documentation cannot drift from the SDK.
+The second test runs the Python block of the "A complete app" page (docs/complete-app.md,
+between its complete-app markers) against the emulator, so the documentation cannot drift
+from the SDK.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from icr_async.webhooks import EventType, WebhookEvent, webhook_handler
 pytestmark = pytest.mark.anyio
 
 SECRET = "whsec-e2e"
-README = Path(__file__).resolve().parent.parent / "README.md"
+COMPLETE_APP_PAGE = Path(__file__).resolve().parent.parent / "docs" / "complete-app.md"
 WAIT = 10.0  # seconds: generous bounds for loopback round trips on a slow CI machine
 
 
@@ -117,12 +118,12 @@ async def test_install_webhook_then_reserve_and_retire(
 
 
 def _doc_code() -> str:
-    text = README.read_text(encoding="utf-8")
+    text = COMPLETE_APP_PAGE.read_text(encoding="utf-8")
     section = text.split("<!-- complete-app:start -->", 1)[1].split("<!-- complete-app:end -->", 1)[
         0
     ]
     blocks = re.findall(r"^```python\n(.*?)^```$", section, re.M | re.S)
-    assert len(blocks) == 1, "the README's complete-app section must hold exactly one python block"
+    assert len(blocks) == 1, "the complete-app section must hold exactly one python block"
     return str(blocks[0])
 
 
@@ -148,7 +149,8 @@ async def test_the_documented_complete_app_runs(
     monkeypatch.delenv("ICR_PRIVATE_KEY_PATH", raising=False)
     monkeypatch.delenv("ICR_API_VERSION", raising=False)
     namespace: dict[str, Any] = {"__name__": "complete_app"}
-    exec(compile(_doc_code(), str(README), "exec"), namespace)  # our own docs: trusted code
+    code = compile(_doc_code(), str(COMPLETE_APP_PAGE), "exec")
+    exec(code, namespace)  # our own docs: trusted code
 
     shop = namespace["make_app"](SECRET)
     async with serve(shop) as url, aiohttp.ClientSession() as session:

@@ -1,5 +1,6 @@
-"""The ``icr-async`` command, run as a subprocess against the emulator (and in-process for the
-branches a subprocess cannot reach cheaply).
+"""The ``icr-async`` command against the emulator: as a subprocess where the process matters
+(a real pipe, a terminal, signals, the console script), in-process (``cli.main``) elsewhere,
+which is the same code at a fraction of the cost.
 
 Every subcommand is run for real: exit statuses (0 ok, 1 API error, 2 usage error), JSON on
 stdout and nothing else, one-line errors on stderr without a traceback (unless ``--debug``),
@@ -8,6 +9,8 @@ the progress bar only on a terminal, and no secret printed except by ``token``.
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import os
 import pty
@@ -18,15 +21,19 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cli_support import TIMEOUT, EmulatorThread, child_env, run_cli
 
-from icr_async import PaginationError, PrivateKey, cli
+from icr_async import AsyncICRClient, PrivateKey, RetirementData, cli
+from icr_async._cli_common import _make_client, _Progress
+from icr_async._cli_export import export_pages
+from icr_async._cli_request import is_binary
 from icr_async.models import Installation, Page, Pagination
-from icr_async.testing import Fault
+from icr_async.testing import VARIANTS, Fault
 
 JWT_RE = re.compile(r"eyJ[0-9A-Za-z_-]{5,}\.")
 TOKEN_RE = re.compile(r"crs_[0-9a-f]{20,}")
@@ -603,12 +610,6 @@ def test_unreachable_server_is_exit_1_with_a_hint(env: dict[str, str]) -> None:
     assert_one_line_error(result.stderr, "cannot connect", "icr-async emulator")
 
 
-def test_sandbox_and_base_url_conflict(env: dict[str, str]) -> None:
-    result = run_cli("token", "app", "--sandbox", "--base-url", "https://example.com", env=env)
-    assert result.returncode == 2
-    assert_one_line_error(result.stderr, "sandbox")
-
-
 def test_debug_shows_traceback_and_log_but_no_secret(
     env: dict[str, str], other_private_key_pem: str, tmp_path: Path
 ) -> None:
@@ -772,3 +773,373 @@ def test_progress_draws_only_on_a_terminal() -> None:
         progress.finish("done")
     assert on.text == "\r[#######.......................] 1/4 pages\r3 pages\ndone\n"
     assert off.text == ""
+
+
+# -- request: raw bytes, --include, --paginate ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """A retirement made through the SDK, and its certificate as the SDK downloads it."""
+
+    installation_id: str
+    organization_id: str
+    retirement_id: str
+    pdf: bytes
+
+    @property
+    def path(self) -> str:
+        """The certificate's API path."""
+        return f"/organizations/{self.organization_id}/retirements/{self.retirement_id}/pdf"
+
+
+@pytest.fixture(scope="module")
+def certificate(emu: EmulatorThread) -> Certificate:
+    """Retire credits of the first installation's organization with the SDK (the emulator's
+    staff grant them first) and fetch the certificate's bytes with the SDK."""
+    inst = emu.emulator.installations(emu.app.app_id)[0]
+    org_id = inst["organization"]["id"]
+    credit_id = emu.emulator.ledger.grant_credits(org_id, amount=10)
+
+    async def retire() -> Certificate:
+        async with AsyncICRClient(
+            emu.app.app_id, private_key_path=emu.key_path, base_url=emu.url, env=False
+        ) as client:
+            scoped = client.installation(inst["id"])
+            await scoped.retire_credits(
+                credit_id=credit_id,
+                amount=3,
+                retirement_data=RetirementData(reason="CLI test", beneficiary_name="Ada"),
+            )
+            (made,) = [r for r in await scoped.list_retirements() if r.beneficiary == "Ada"]
+            pdf = await scoped.get_retirement_pdf(made.id)
+            return Certificate(inst["id"], org_id, made.id, pdf)
+
+    return asyncio.run(retire())
+
+
+def test_request_output_writes_the_certificate(
+    in_process: EmulatorThread,
+    certificate: Certificate,
+    capsysbinary: pytest.CaptureFixture[bytes],
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "cert.pdf"
+    args = ["request", "GET", certificate.path, "--installation", certificate.installation_id]
+    assert cli.main([*args, "--output", str(out)]) == 0
+    assert capsysbinary.readouterr() == (b"", b"")
+    assert out.read_bytes() == certificate.pdf
+    assert certificate.pdf.startswith(b"%PDF-")
+    assert [p.name for p in tmp_path.iterdir()] == ["cert.pdf"]  # no temporary left
+    # Off a terminal (a file, a pipe) the bytes go to stdout unchanged; so with -o -.
+    for extra in ([], ["-o", "-"]):
+        assert cli.main([*args, *extra]) == 0
+        assert capsysbinary.readouterr() == (certificate.pdf, b"")
+    # --include: the head on stdout, the body in the file.
+    again = tmp_path / "again.pdf"
+    assert cli.main([*args, "-i", "-o", str(again)]) == 0
+    head = capsysbinary.readouterr().out.decode()
+    assert head.startswith("HTTP/1.1 200 OK\n")
+    assert "Content-Type: application/pdf" in head
+    assert head.endswith("\n\n")
+    assert again.read_bytes() == certificate.pdf
+
+
+def test_a_binary_answer_is_not_printed_on_a_terminal(
+    env: dict[str, str], certificate: Certificate
+) -> None:
+    status, shown, stderr = _run_on_pty(
+        ["request", "GET", certificate.path, "--installation", certificate.installation_id],
+        env,
+        "stdout",
+    )
+    assert status == 2
+    assert shown == ""
+    assert_one_line_error(stderr, "binary", "application/pdf", "stdout is a terminal", "--output")
+
+
+def test_is_binary_trusts_the_label_then_the_bytes() -> None:
+    assert is_binary("application/pdf", b"%PDF-1.4 all ascii")
+    assert is_binary("application/octet-stream", b"")
+    assert not is_binary("text/plain; charset=utf-8", "caf\u00e9".encode())
+    assert not is_binary("application/problem+json", b"{}")
+    assert is_binary("text/plain", b"\xff\xfe")
+    assert is_binary(None, b"a\x00b")
+    assert not is_binary(None, b"plain words")
+
+
+def test_request_include_shows_status_and_headers_without_secrets(
+    in_process: EmulatorThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    emu = in_process
+    inst = emu.installation_ids[4]
+    secret = "crs_" + "ab" * 24
+    fault = emu.emulator.faults.add(
+        Fault(
+            method="GET",
+            path=f"/app/installations/{inst}",
+            status=200,
+            body={"id": inst},
+            headers={"Set-Cookie": "session=s3cret", "X-Debug": f"Bearer {secret}"},
+        )
+    )
+    try:
+        assert cli.main(["request", "GET", f"/app/installations/{inst}", "--include"]) == 0
+    finally:
+        emu.emulator.faults.remove(fault)
+    out = capsys.readouterr().out
+    head, _, body = out.partition("\n\n")
+    lines = head.splitlines()
+    assert lines[0] == "HTTP/1.1 200 OK"
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    assert headers["Set-Cookie"] == "<redacted>"
+    assert headers["X-Debug"] == "Bearer <redacted>"
+    assert "s3cret" not in out
+    assert_no_secret(out)
+    assert json.loads(body) == {"id": inst}
+    # A real answer: the server's request id is there to quote to support.
+    assert cli.main(["request", "GET", f"/app/installations/{inst}", "-i"]) == 0
+    head, _, body = capsys.readouterr().out.partition("\n\n")
+    assert "x-icr-request-id: " in head.lower()
+    assert json.loads(body)["id"] == inst
+
+
+def _list_requests(emu: EmulatorThread) -> int:
+    return emu.emulator.stats.requests[("GET", "list_installations")]
+
+
+def test_request_paginate_prints_every_installation(
+    in_process: EmulatorThread, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    emu = in_process
+    before = _list_requests(emu)
+    args = ["request", "GET", "/app/installations", "--paginate", "--param", "limit=5"]
+    assert cli.main(args) == 0
+    items = json.loads(capsys.readouterr().out)
+    assert [i["id"] for i in items] == emu.installation_ids
+    assert _list_requests(emu) - before == 3  # pages 0, 1, 2 and nothing more
+    assert cli.main([*args, "--lines"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [row["id"] for row in rows] == emu.installation_ids
+    out = tmp_path / "all.json"
+    assert cli.main([*args, "--output", str(out)]) == 0
+    assert capsys.readouterr().out == ""
+    assert [i["id"] for i in json.loads(out.read_text())] == emu.installation_ids
+    # The app token's list (/projects), with the server's default page size: the same rule.
+    assert cli.main(["request", "GET", "/projects", "--param", "limit=1"]) == 0
+    total = json.loads(capsys.readouterr().out)["pagination"]["total"]
+    assert cli.main(["request", "GET", "/projects", "--paginate", "--param", "limit=4"]) == 0
+    projects = json.loads(capsys.readouterr().out)
+    assert len({p["id"] for p in projects}) == len(projects) == total
+
+
+def test_request_paginate_and_export_on_a_one_based_server(
+    private_key_pem: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A 1-based server serves its first page for page=0 and page=1 alike: following its
+    nextPage lists each installation once, and asks for no page twice or past the end."""
+    with EmulatorThread(private_key_pem, tmp_path, installations=12) as emu:
+        VARIANTS["one-based"].apply(emu.emulator)
+        for name in [n for n in os.environ if n.startswith("ICR_")]:
+            monkeypatch.delenv(name)
+        for name, value in emu.env.items():
+            if name.startswith("ICR_"):
+                monkeypatch.setenv(name, value)
+        args = ["request", "GET", "/app/installations", "--paginate", "--param", "limit=5"]
+        assert cli.main(args) == 0
+        items = json.loads(capsys.readouterr().out)
+        assert [i["id"] for i in items] == emu.installation_ids
+        assert _list_requests(emu) == 3  # page=0 (served as 1), then 2 and 3
+        export = ["installations", "export", "--page-size", "5", "--concurrency", "4"]
+        assert cli.main(export) == 0
+        rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert [row["id"] for row in rows] == emu.installation_ids
+        assert _list_requests(emu) == 6  # three more: no guess past the server's pageCount
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["POST", "/app/installations", "--paginate"], "needs GET, not POST"),
+        (["GET", "/app/installations", "--lines"], "--lines goes with --paginate"),
+        (["GET", "/projects", "--paginate", "--data", "{}"], "sends no body"),
+        (["GET", "/projects", "--paginate", "--param", "limit=x"], "whole numbers"),
+        (["GET", "/projects", "--paginate", "--param", "limit=0"], "limit must be between"),
+    ],
+)
+def test_request_paginate_usage_errors(
+    args: list[str], message: str, in_process: EmulatorThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["request", *args]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert_one_line_error(captured.err, message)
+
+
+def test_request_paginate_refuses_an_answer_that_is_not_a_list(
+    in_process: EmulatorThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inst = in_process.installation_ids[0]
+    assert cli.main(["request", "GET", f"/app/installations/{inst}", "--paginate"]) == 2
+    assert_one_line_error(capsys.readouterr().err, "cannot --paginate", "not one list")
+
+
+# -- export: concurrent pages chosen by the SDK's PageTracker -------------------------------
+
+
+class ScriptedServer:
+    """Serves ``list_installations`` from a script (page number -> ids, pagination); any
+    other page is empty. Numbers pages however the script says, as no emulator variant does."""
+
+    def __init__(self, script: dict[int, tuple[list[str], Pagination]]) -> None:
+        self.script = script
+        self.asked: list[int] = []
+
+    async def list_installations(self, *, limit: int = 10, page: int = 0) -> Page[Installation]:
+        self.asked.append(page)
+        await asyncio.sleep(0)  # let the other fetches start, as a server would
+        ids, pagination = self.script.get(page, ([], Pagination()))
+        items = tuple(Installation(id=i) for i in ids)
+        return Page(items=items, pagination=pagination, page=page, limit=limit)
+
+
+def _export(server: ScriptedServer, concurrency: int = 4) -> list[str]:
+    async def collect() -> list[str]:
+        pages = export_pages(server, 2, concurrency, _Progress(io.StringIO()))
+        return [item["id"] async for items in pages for item in items]
+
+    return asyncio.run(collect())
+
+
+def test_export_follows_a_server_that_numbers_pages_its_own_way() -> None:
+    # Pages 0, 2, 4 (a server counting half pages, say): every guess of "the page after"
+    # is wrong, and is thrown away; only the pages the server named are used.
+    server = ScriptedServer(
+        {
+            0: (["a", "b"], Pagination(total=6, current_page=0, page_count=6, next_page=2)),
+            2: (["c", "d"], Pagination(total=6, current_page=2, page_count=6, next_page=4)),
+            4: (["e", "f"], Pagination(total=6, current_page=4, page_count=6, next_page=None)),
+        }
+    )
+    assert _export(server) == ["a", "b", "c", "d", "e", "f"]
+    assert [p for p in server.asked if p in server.script] == [0, 2, 4]
+    assert 3 in server.asked  # a guess was made, and dropped
+
+
+def test_export_without_a_page_count_fetches_one_page_at_a_time() -> None:
+    server = ScriptedServer(
+        {
+            0: (["a", "b"], Pagination(next_page=1)),
+            1: (["c", "d"], Pagination(next_page=2, prev_page=0)),
+            2: (["e"], Pagination(next_page=None, prev_page=1)),
+        }
+    )
+    assert _export(server) == ["a", "b", "c", "d", "e"]
+    assert server.asked == [0, 1, 2]  # no guess: nothing said how many pages there are
+
+
+def test_export_goes_on_when_the_page_count_was_too_low() -> None:
+    # An installation added during the export: the first page counted 1 page, nextPage
+    # says there is another, and the tracker follows nextPage (one page, no guessing).
+    server = ScriptedServer(
+        {
+            0: (["a", "b"], Pagination(current_page=0, page_count=1, next_page=1)),
+            1: (["c"], Pagination(total=3, current_page=1, page_count=2, next_page=None)),
+        }
+    )
+    assert _export(server) == ["a", "b", "c"]
+    assert server.asked == [0, 1]
+
+
+# -- the rest of issue 15's list ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "first"),
+    [
+        (["installations", "export", "--page-size", "20"], b"{"),
+        (["request", "GET", "/app/installations", "--paginate", "--param", "limit=50"], b"[\n"),
+    ],
+)
+def test_a_closed_pipe_ends_quietly_with_status_0(
+    args: list[str], first: bytes, private_key_pem: str, tmp_path: Path
+) -> None:
+    """``icr-async ... | head -1``: more output than a pipe holds, and the reader leaves."""
+    with EmulatorThread(private_key_pem, tmp_path, installations=120) as emu:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "icr_async", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=emu.env,
+        )
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            proc.stdout.close()  # what `head -1` does once it has its line
+            _, stderr = proc.communicate(timeout=TIMEOUT)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate(timeout=TIMEOUT)
+    assert line.startswith(first)
+    assert stderr.decode() == ""  # no traceback, no "Exception ignored"
+    assert proc.returncode == 0
+
+
+def test_demo_takes_debug_and_explains_itself(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["demo", "--help"])
+    assert exited.value.code == 0
+    assert "no credentials" in " ".join(capsys.readouterr().out.split())
+    args = ["demo", "--debug", "--installations", "2", "--concurrency", "2", "--page-size", "1"]
+    assert cli.main(args) == 0
+    captured = capsys.readouterr()
+    assert captured.out.rstrip().splitlines()[-1].startswith("done in ")
+    assert "icr-async: DEBUG" in captured.err  # the SDK's log, as --debug promises
+    assert_no_secret(captured.err)
+
+
+@pytest.mark.parametrize("command", [["token", "app"], ["request"], ["installations", "list"]])
+def test_help_keeps_the_environment_layout(
+    command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        cli.main([*command, "--help"])
+    lines = capsys.readouterr().out.splitlines()
+    assert "  ICR_APP_ID            the app's id (or --app-id)" in lines
+    assert (
+        "exit status: 0 success, 1 API or network error, 2 usage or configuration error." in lines
+    )
+
+
+def test_insecure_http_is_explained_in_shell_terms(
+    in_process: EmulatorThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["token", "app", "--base-url", "http://example.com"]) == 2
+    err = capsys.readouterr().err
+    assert_one_line_error(err, "plain http", "--allow-insecure-http", "--base-url")
+    assert "allow_insecure_http" not in err
+    assert "Python" not in err
+    # The flag reaches the client (checked without sending anything off this machine).
+    parsed = cli.build_parser().parse_args(
+        ["token", "app", "--base-url", "http://example.com", "--allow-insecure-http"]
+    )
+
+    async def base_url() -> str:
+        async with _make_client(parsed) as client:
+            return client.base_url
+
+    assert asyncio.run(base_url()) == "http://example.com"
+
+
+def test_sandbox_conflict_names_the_flags(
+    in_process: EmulatorThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["token", "app", "--sandbox", "--base-url", "https://example.com"]) == 2
+    err = capsys.readouterr().err
+    assert_one_line_error(err, "--base-url or --sandbox")
+    assert "sandbox=True" not in err

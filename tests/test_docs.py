@@ -18,8 +18,11 @@ The rules a page follows (``docs/index.md`` and the guides show them in use):
   under pytest (pytest-asyncio strict mode, warnings as errors);
   ``<!-- docs-test: subprocess -->`` a script run by a fresh interpreter (for ``fork``);
   ``<!-- docs-test: redis -->`` runs with ``REDIS_URL`` naming a throwaway ``redis-server``;
-  ``<!-- docs-test: compile REASON -->`` compiled only; ``<!-- docs-test: show REASON -->`` a
-  shell block that is not run (installing packages, a server that runs until Ctrl-C).
+  ``<!-- docs-test: compile REASON -->`` compiled only (a block that needs a real HSM or
+  KMS, or one that another test reads from the page and runs: ``test_pytest_plugin.py``,
+  ``test_signers.py`` and ``test_app_e2e.py`` do, and the reason names that test);
+  ``<!-- docs-test: show REASON -->`` a shell block that is not run (installing packages, a
+  server that runs until Ctrl-C).
   Every python and sh block is run or says why not: a test checks it.
 * A block that imports a framework which is not installed (FastAPI, Flask) is compiled and
   skipped, with every later block of the page importing it; with ``ICR_REQUIRE_DOCS_DEPS``
@@ -33,6 +36,7 @@ import contextlib
 import doctest
 import importlib.util
 import io
+import itertools
 import os
 import re
 import subprocess
@@ -180,7 +184,8 @@ def test_every_example_is_run_or_says_why() -> None:
                 assert block.reason, f"{block.where}: say why it is not run"
             else:
                 lines = block.code.splitlines()
-                assert lines and lines[0].startswith("$ "), f"{block.where}: not a session"
+                assert lines, f"{block.where}: an empty block"
+                assert lines[0].startswith("$ "), f"{block.where}: not a session"
         else:
             assert block.lang in OTHER_LANGUAGES, f"{block.where}: language {block.lang!r}"
             assert block.mode in ("", "output"), f"{block.where}: {block.mode!r} on {block.lang}"
@@ -189,9 +194,10 @@ def test_every_example_is_run_or_says_why() -> None:
 def test_output_blocks_follow_a_python_block() -> None:
     for page in PAGES:
         blocks = blocks_of(page)
-        for before, block in zip(blocks, blocks[1:], strict=False):
+        for before, block in itertools.pairwise(blocks):
             if block.mode == "output":
-                assert before.lang == "python" and before.mode == "run", block.where
+                assert before.lang == "python", block.where
+                assert before.mode in ("run", "redis", "subprocess"), block.where
 
 
 def test_every_python_example_compiles() -> None:

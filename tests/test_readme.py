@@ -1,110 +1,150 @@
-"""The README's command-line section is executed, so its examples cannot drift.
+"""The README is the front page: its set-up commands, its quick start and its links are checked.
 
-Between ``<!-- cli-examples:start -->`` and ``<!-- cli-examples:end -->`` every ``sh`` block
-is a shell session: a line starting with ``$ `` is a command, the lines after it (up to the
-next command or the end of the block) are its output, where ``...`` stands for any text
-(doctest's ``ELLIPSIS``; runs of spaces compare equal to one). All the commands run, in order,
-in one ``bash`` against an emulator with the README's seed (0) and installation count (12), so
-ids shown in the README are the ids the reader gets. ``text`` blocks are shown, not run.
+* The two set-up commands between ``<!-- setup-commands:start -->`` and
+  ``<!-- setup-commands:end -->`` are what ``.ci/run`` executes word for word: one ``sh``
+  block of exactly two lines.
+* The quick start's ``python`` block runs against an emulator (seed 0, 12 installations), with
+  the ``app_id`` and ``private_key_pem`` it leaves to the reader.
+* Every relative link points at a file of the repository or a heading of the README, and the
+  "Documentation" list links every guide of the documentation site.
+
+The command-line examples moved to the documentation site (``docs/cli.md``, between
+``<!-- cli-examples:start -->`` and ``<!-- cli-examples:end -->``): ``tests/test_docs.py``
+runs every command there against a seed-0 emulator with 12 installations and compares what
+it prints; the last test here checks that those examples still cover every command group.
 """
 
 from __future__ import annotations
 
-import doctest
+import contextlib
+import io
+import os
 import re
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from cli_support import REPO, EmulatorThread
 
-START = "<!-- cli-examples:start -->"
-END = "<!-- cli-examples:end -->"
-MARK = "@@icr-readme-command-{}@@"
-BLOCK_TIMEOUT = 120.0  # a dozen CLI runs of about half a second each, with a wide margin
+README = REPO / "README.md"
+DOCS = REPO / "docs"
+SETUP_START = "<!-- setup-commands:start -->"
+SETUP_END = "<!-- setup-commands:end -->"
+CLI_PAGE = DOCS / "cli.md"
+CLI_START = "<!-- cli-examples:start -->"
+CLI_END = "<!-- cli-examples:end -->"
 
 
-def cli_section() -> str:
-    """The README text between the CLI markers."""
-    text = (REPO / "README.md").read_text(encoding="utf-8")
-    start, end = text.index(START), text.index(END)
-    assert start < end
-    return text[start + len(START) : end]
+def readme() -> str:
+    return README.read_text(encoding="utf-8")
 
 
-def blocks(section: str, language: str) -> list[list[str]]:
-    """The lines of every fenced block in ``language``."""
-    found = re.findall(rf"^```{language}\n(.*?)^```$", section, flags=re.M | re.S)
-    return [block.splitlines() for block in found]
+def between(text: str, start: str, end: str) -> str:
+    """The text between two markers, which must both be there, in that order."""
+    first, last = text.index(start), text.index(end)
+    assert first < last
+    return text[first + len(start) : last]
 
 
-def sessions(section: str) -> list[tuple[str, str]]:
-    """``(command, expected output)`` for every ``$ `` line of the ``sh`` blocks."""
-    commands: list[tuple[str, str]] = []
-    for lines in blocks(section, "sh"):
-        for line in lines:
-            if line.startswith("$ "):
-                commands.append((line[2:], ""))
-            else:
-                assert commands, f"output before any command: {line!r}"
-                command, output = commands[-1]
-                commands[-1] = (command, output + line + "\n")
-    return commands
+def section(text: str, heading: str) -> str:
+    """A ``## `` section of the README, up to the next one."""
+    start = text.index(f"\n## {heading}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end != -1 else len(text)]
 
 
-@pytest.fixture(scope="module")
-def emu(private_key_pem: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorThread]:
-    """The emulator the README describes: ``icr-async emulator --installations 12`` (seed 0)."""
-    with EmulatorThread(
-        private_key_pem, tmp_path_factory.mktemp("readme"), seed=0, installations=12
-    ) as emulator:
+def blocks(text: str, language: str) -> list[str]:
+    """The bodies of every fenced block in ``language``."""
+    return re.findall(rf"^```{language}\n(.*?)^```$", text, flags=re.M | re.S)
+
+
+# --------------------------------------------------------------------------- the README
+
+
+def test_the_setup_commands_are_one_block_of_two_lines() -> None:
+    (block,) = blocks(between(readme(), SETUP_START, SETUP_END), "sh")
+    commands = block.splitlines()
+    assert len(commands) == 2, ".ci/run executes exactly two set-up commands"
+    assert commands[0].endswith("-m icr_async demo")
+    assert "-m pytest" in commands[1]
+
+
+@pytest.fixture
+def emulator_env(
+    private_key_pem: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[EmulatorThread]:
+    """A seed-0 emulator with 12 installations; ``ICR_BASE_URL`` is the only setting set."""
+    with EmulatorThread(private_key_pem, tmp_path, seed=0, installations=12) as emulator:
+        for name in [n for n in os.environ if n.startswith("ICR_")]:
+            monkeypatch.delenv(name)
+        monkeypatch.setenv("ICR_BASE_URL", emulator.url)
         yield emulator
 
 
-def test_the_section_has_examples_of_every_command_group() -> None:
-    commands = " ".join(command for command, _ in sessions(cli_section()))
-    for group in ("installations list", "installations export", "token installation"):
-        assert f"icr-async {group}" in commands
-    for group in ("token revoke", "request", "key check"):
-        assert f"icr-async {group}" in commands
+def test_the_quick_start_runs(emulator_env: EmulatorThread, private_key_pem: str) -> None:
+    (code,) = blocks(section(readme(), "Quick start"), "python")
+    namespace = {
+        "__name__": "readme_quick_start",
+        "app_id": emulator_env.app.app_id,
+        "private_key_pem": private_key_pem,
+    }
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(code, "README.md (Quick start)", "exec"), namespace)  # our own docs
+    names = out.getvalue().splitlines()
+    assert len(names) == 12, out.getvalue()
+    assert names[0] == "Andean Kelp Partners"
+    assert sum(emulator_env.emulator.stats.mints.values()) == 12  # one token per installation
 
 
-def test_the_emulator_block_matches_the_emulator(emu: EmulatorThread) -> None:
-    # The `text` block is not run (the emulator serves until Ctrl-C), but the app id it shows
-    # is the one every example below relies on.
-    (shown,) = [b for b in blocks(cli_section(), "text") if b[0].startswith("$ icr-async emulator")]
-    assert "--installations 12" in shown[0]
-    assert f"export ICR_APP_ID={emu.app.app_id}" in shown
+def test_the_links_resolve() -> None:
+    text = readme()
+    headings = {
+        re.sub(r"[^\w\- ]", "", h).strip().lower().replace(" ", "-")
+        for h in re.findall(r"^#+ (.+)$", text, re.M)
+    }
+    links = re.findall(r"\]\(([^)\s]+)\)", text)
+    assert links
+    for link in links:
+        if re.match(r"[a-z]+://", link):
+            continue
+        if link.startswith("#"):
+            assert link[1:] in headings, f"README: no heading for {link}"
+        else:
+            assert (REPO / link.split("#")[0]).exists(), f"README: {link} does not exist"
 
 
-def test_readme_cli_examples_run_and_print_what_they_show(
-    emu: EmulatorThread, tmp_path: Path
-) -> None:
-    commands = sessions(cli_section())
+def test_the_documentation_list_links_every_guide() -> None:
+    listed = set(re.findall(r"\]\((docs/[^)#\s]+)\)", section(readme(), "Documentation")))
+    guides = {f"docs/{page.name}" for page in DOCS.glob("*.md") if page.name != "index.md"}
+    assert guides <= listed, f"not in the README's Documentation list: {sorted(guides - listed)}"
+    assert "docs/reference/index.md" in listed
+
+
+# ------------------------------------------------------------ the command-line examples
+
+
+def test_the_cli_page_has_examples_of_every_command_group() -> None:
+    examples = between(CLI_PAGE.read_text(encoding="utf-8"), CLI_START, CLI_END)
+    # Every sh block is a session tests/test_docs.py runs: none is marked to be skipped.
+    assert "<!-- docs-test:" not in examples
+    commands = [
+        line[2:]
+        for block in blocks(examples, "sh")
+        for line in block.splitlines()
+        if line.startswith("$ ")
+    ]
     assert len(commands) >= 10
-    script = ["set -euo pipefail"]
-    for number, (command, _) in enumerate(commands):
-        script += [f"printf '%s\\n' '{MARK.format(number)}'", command]
-    result = subprocess.run(
-        ["bash", "-c", "\n".join(script)],
-        cwd=tmp_path,
-        env=emu.env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=BLOCK_TIMEOUT,
-        check=False,
-    )
-    ran = result.stdout.count("@@icr-readme-command-")
-    failed = commands[ran - 1][0] if ran else "(none)"
-    assert result.returncode == 0, f"README command failed: {failed}\n{result.stderr}"
-    assert result.stderr == "", result.stderr
-    outputs = re.split(r"^@@icr-readme-command-\d+@@\n", result.stdout, flags=re.M)[1:]
-    assert len(outputs) == len(commands)
-    checker = doctest.OutputChecker()
-    flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
-    for (command, want), got in zip(commands, outputs, strict=True):
-        assert checker.check_output(want, got, flags), (
-            f"$ {command}\n--- README shows ---\n{want}--- it printed ---\n{got}"
-        )
+    joined = " ".join(commands)
+    for group in (
+        "installations list",
+        "installations export",
+        "installations get",
+        "token installation",
+        "token revoke",
+        "request",
+        "key check",
+    ):
+        assert f"icr-async {group}" in joined
+    for flag in ("--output", "--include", "--paginate", "--lines", "--data @"):
+        assert flag in joined

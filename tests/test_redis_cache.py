@@ -18,7 +18,7 @@ from typing import Any, cast
 
 import pytest
 import redis.asyncio as aioredis
-from _redis_server import RedisServer, Worker, free_port, require_redis_server
+from _redis_server import Fleet, RedisServer, free_port, require_redis_server
 
 from icr_async import AsyncICRClient, ConfigurationError, ManualClock, PrivateKey, Token
 from icr_async.contrib.redis import RedisTokenCache, SharedCacheUnavailableError
@@ -455,50 +455,6 @@ async def test_a_mint_failure_is_not_blamed_on_redis(
 
 
 # ------------------------------------------------------------------- fleets of processes
-
-
-class Fleet:
-    """Worker processes against one emulator and one Redis; all killed at the end."""
-
-    def __init__(self, directory: Path, base: dict[str, Any]) -> None:
-        self.directory = directory
-        self.base = base
-        self.workers: list[Worker] = []
-        self.go = directory / "go"
-        self.stop = directory / "stop"
-
-    def spawn(self, name: str, **overrides: Any) -> Worker:
-        config = {
-            **self.base,
-            "go_path": str(self.go),
-            "seed": len(self.workers),
-            **overrides,
-        }
-        worker = Worker(self.directory, name, config)
-        self.workers.append(worker)
-        return worker
-
-    async def wait(self, predicate: Any, what: str, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            dead = [w for w in self.workers if w.proc.poll() not in (None, 0)]
-            if dead:
-                raise AssertionError(
-                    f"worker {dead[0].name} died while waiting for {what}:\n{dead[0].stderr()}"
-                )
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}")
-            await asyncio.sleep(0.05)
-
-    async def run(self, workers: list[Worker]) -> list[dict[str, Any]]:
-        await self.wait(lambda: all(w.ready for w in workers), "workers to be ready")
-        self.go.touch()
-        await self.wait(lambda: all(w.proc.poll() is not None for w in workers), "workers")
-        return [w.result() for w in workers]
-
-    def kill_all(self) -> None:
-        for worker in self.workers:
-            worker.kill()
 
 
 @pytest.fixture

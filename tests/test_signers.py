@@ -541,13 +541,14 @@ def test_reprs_show_no_key_material(private_key_pem: str, other_private_key_pem:
     assert json.dumps(client.key_fingerprint)
 
 
-# -- the AWS KMS recipe in the README, against moto's in-process KMS ---------------------------
+# -- the AWS KMS recipe of docs/keys.md, against moto's in-process KMS -------------------------
+
+KEYS_PAGE = Path(__file__).resolve().parent.parent / "docs" / "keys.md"
 
 
-def _readme_recipe(class_name: str) -> str:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
-    section = readme[readme.index("## Keys in an HSM or a KMS") :]
-    blocks: list[str] = re.findall(r"^```python\n(.*?)^```$", section, flags=re.M | re.S)
+def _documented_recipe(class_name: str) -> str:
+    page = KEYS_PAGE.read_text(encoding="utf-8")
+    blocks: list[str] = re.findall(r"^```python\n(.*?)^```$", page, flags=re.M | re.S)
     return next(block for block in blocks if f"class {class_name}" in block)
 
 
@@ -562,19 +563,19 @@ def _require_moto() -> tuple[Any, Any]:
     return boto3, moto
 
 
-def test_the_readme_recipes_compile() -> None:
+def test_the_documented_recipes_compile() -> None:
     for name in ("AwsKmsSigner", "GcpKmsSigner"):
-        compile(_readme_recipe(name), f"README.md:{name}", "exec")
+        compile(_documented_recipe(name), f"docs/keys.md:{name}", "exec")
 
 
-async def test_the_readme_aws_kms_recipe_signs_jwts_the_emulator_accepts(
+async def test_the_documented_aws_kms_recipe_signs_jwts_the_emulator_accepts(
     emulator: ICREmulator, make_client: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     boto3, moto = _require_moto()
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
         monkeypatch.setenv(name, "testing")  # moto's convention: never real credentials
     namespace: dict[str, Any] = {}
-    exec(compile(_readme_recipe("AwsKmsSigner"), "README.md", "exec"), namespace)
+    exec(compile(_documented_recipe("AwsKmsSigner"), "docs/keys.md", "exec"), namespace)
     with moto.mock_aws():
         kms = boto3.client("kms", region_name="eu-north-1")
         key = kms.create_key(KeySpec="RSA_2048", KeyUsage="SIGN_VERIFY")["KeyMetadata"]

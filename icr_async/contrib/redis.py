@@ -1,17 +1,27 @@
-"""``RedisTokenCache``: one installation token per refresh for a whole fleet of workers.
+"""A fleet of workers on one Redis: shared tokens, idempotency keys and back-off.
 
-Install with ``pip install 'icr-async[redis]'`` and pass it as ``token_cache=``::
+Install with ``pip install 'icr-async[redis]'``. Three stores, built on one connection (the
+second and third take the first, and share its connection, namespace, encryption key and
+circuit breaker)::
 
     import redis.asyncio as redis
     from icr_async import AsyncICRClient, PrivateKey
-    from icr_async.contrib.redis import RedisTokenCache
+    from icr_async.contrib.redis import (
+        RedisBackoffStore, RedisIdempotencyStore, RedisTokenCache,
+    )
 
     key = PrivateKey.from_path("app.pem")
     cache = RedisTokenCache(redis.Redis(host="127.0.0.1"), derive_from=key)
-    async with AsyncICRClient(app_id, key, token_cache=cache) as client:
+    async with AsyncICRClient(
+        app_id, key,
+        token_cache=cache,                          # one mint per installation per refresh
+        idempotency_store=RedisIdempotencyStore(cache),  # no credit action sent twice
+        backoff=RedisBackoffStore(cache),           # one 429 pauses the whole fleet
+    ) as client:
         ...
 
-How it fits together:
+``RedisIdempotencyStore`` and ``RedisBackoffStore`` are described in their own classes.
+How the token cache fits together:
 
 * The client always keeps its own in-process cache (``MemoryTokenCache``) in front of this
   one, so a warm worker serves tokens from memory and does not ask Redis on every request;
@@ -33,9 +43,10 @@ How it fits together:
   needs no dedicated connection and cannot miss a wake-up across a reconnect.
 * Redis down, slow or flushed never fails a request: every Redis call is bounded by
   ``op_timeout``; a failure raises ``SharedCacheUnavailableError``, which the token manager
-  answers by minting locally. A circuit breaker then skips Redis for ``retry_after``
-  seconds (so requests do not each wait for a timeout), after which a single call probes it
-  and sharing resumes. Warnings are rate-limited to one per ``log_interval``.
+  answers by minting locally. A circuit breaker (one per connection, shared by the stores
+  built on it) then skips Redis for ``retry_after`` seconds (so requests do not each wait
+  for a timeout), after which a single call probes it and sharing resumes. Warnings are
+  rate-limited to one per ``log_interval``.
 
 Expiry is stored as an absolute POSIX time, so machines sharing one Redis need clocks that
 agree to well within the refresh margin (NTP does).
@@ -49,48 +60,40 @@ import functools
 import hashlib
 import hmac
 import json
-import logging
-import math
 import os
 import random
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
-from typing import Any
-
-try:
-    import redis.asyncio as aioredis
-    from redis.asyncio.retry import Retry
-    from redis.backoff import NoBackoff
-    from redis.exceptions import RedisError
-except ImportError as exc:  # pragma: no cover - depends on the installed extras
-    raise ImportError(
-        "icr_async.contrib.redis needs redis-py: pip install 'icr-async[redis]'"
-    ) from exc
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from .._keys import KeySource, PrivateKey, load_private_key
-from ..errors import ConfigurationError, ICRError
+from .._keys import KeySource
 from ..models import Token
+from ._redis_backoff import RedisBackoffStats, RedisBackoffStore
+from ._redis_base import RedisStore, SharedCacheUnavailableError, aioredis, hkdf, positive
+from ._redis_idempotency import RedisIdempotencyStats, RedisIdempotencyStore
 
-__all__ = ["RedisCacheStats", "RedisTokenCache", "SharedCacheUnavailableError"]
-
-logger = logging.getLogger("icr_async")
+__all__ = [
+    "RedisBackoffStats",
+    "RedisBackoffStore",
+    "RedisCacheStats",
+    "RedisIdempotencyStats",
+    "RedisIdempotencyStore",
+    "RedisStore",
+    "RedisTokenCache",
+    "SharedCacheUnavailableError",
+]
 
 _FORMAT_V1 = b"\x01"
 _TAG_LEN = 16
 _NONCE_LEN = 12
 _HEADER_LEN = 1 + _TAG_LEN + _NONCE_LEN
-_HKDF_SALT = b"icr-async redis token cache"
 # Installation ids are UUIDs or integers; anything else is hashed so a key name stays tame.
 _PLAIN_ID = re.compile(r"[A-Za-z0-9@._-]{1,100}")
-_NAMESPACE = re.compile(r"[A-Za-z0-9:._-]{1,64}")
 
 # Take the lease unless a new entry appeared since the first look.
 # KEYS: entry, lease. ARGV: owner, lease ms, entry as first seen, "1" on the first look.
@@ -129,16 +132,6 @@ if v and string.sub(v, 2, 17) == ARGV[1] then
 end
 return 0
 """
-
-_REDIS_FAILURES = (RedisError, OSError, asyncio.TimeoutError)
-
-
-class SharedCacheUnavailableError(ICRError):
-    """Redis could not be used for this call (down, slow, or the lease wait ran out).
-
-    The client never lets it reach a request: it mints locally instead. It is raised to
-    whoever calls the cache directly.
-    """
 
 
 class RedisCacheStats:
@@ -193,35 +186,13 @@ class RedisCacheStats:
         return f"<RedisCacheStats {fields}>"
 
 
-def _hkdf(material: bytes, info: bytes) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=_HKDF_SALT, info=info).derive(material)
-
-
-def _private_der(key: PrivateKey) -> bytes:
-    raw = key.jwk.private_key
-    if raw is None:  # pragma: no cover - PrivateKey always wraps a private key
-        raise ConfigurationError("derive_from needs a private key")
-    return raw.private_bytes(
-        serialization.Encoding.DER,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
-def _positive(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ConfigurationError(f"{name} must be a positive number of seconds, got {value!r}")
-    if math.isinf(value):
-        raise ConfigurationError(f"{name} must be finite")
-    return float(value)
-
-
-class RedisTokenCache:
+class RedisTokenCache(RedisStore):
     """A ``TokenCache`` in Redis, shared by every process of a fleet, encrypted at rest.
 
-    ``redis``: a ``redis.asyncio.Redis`` (with ``decode_responses=False``, the default) or a
-    URL such as ``"redis://127.0.0.1:6379/0"``; a client built from a URL is closed by
-    :meth:`aclose`.
+    ``redis``: a ``redis.asyncio.Redis`` (with ``decode_responses=False``, the default), a
+    URL such as ``"redis://127.0.0.1:6379/0"`` (a client built from a URL is closed by
+    :meth:`aclose`), or another store of this module to share its connection, namespace,
+    key and circuit breaker.
 
     Exactly one of ``encryption_key`` (32 random bytes, the same for every worker, e.g. from
     your secret store) or ``derive_from`` (the app's private key, as a ``PrivateKey`` or
@@ -234,87 +205,42 @@ class RedisTokenCache:
     ``log_interval``: at most one warning about Redis per this many seconds.
     """
 
+    _what = "Redis token cache"
+    _fallback = "minting tokens locally"
+
     def __init__(
         self,
-        redis: aioredis.Redis | str,
+        redis: aioredis.Redis | str | RedisStore,
         *,
         encryption_key: bytes | None = None,
         derive_from: KeySource | None = None,
-        namespace: str = "icr",
+        namespace: str | None = None,
         lease_ttl: float = 5.0,
-        op_timeout: float = 0.5,
-        retry_after: float = 5.0,
+        op_timeout: float | None = None,
+        retry_after: float | None = None,
         poll_min: float = 0.01,
         poll_max: float = 0.2,
-        log_interval: float = 60.0,
+        log_interval: float | None = None,
     ) -> None:
-        if (encryption_key is None) == (derive_from is None):
-            raise ConfigurationError(
-                "RedisTokenCache needs exactly one of encryption_key= (32 bytes) or "
-                "derive_from= (the app's private key): tokens are never stored in clear text"
-            )
-        if encryption_key is not None:
-            if not isinstance(encryption_key, (bytes, bytearray)) or len(encryption_key) != 32:
-                raise ConfigurationError(
-                    "encryption_key must be 32 random bytes (e.g. secrets.token_bytes(32))"
-                )
-            material = bytes(encryption_key)
-        else:
-            assert derive_from is not None
-            key = (
-                derive_from
-                if isinstance(derive_from, PrivateKey)
-                else load_private_key(derive_from, env=False)
-            )
-            material = _hkdf(_private_der(key), b"icr-async/v1/private-key")
-        if not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace):
-            raise ConfigurationError(
-                "namespace must be 1-64 characters of letters, digits and ':._-'"
-            )
-        self.namespace = namespace
-        self.lease_ttl = _positive("lease_ttl", lease_ttl)
-        self.op_timeout = _positive("op_timeout", op_timeout)
-        self.retry_after = _positive("retry_after", retry_after)
-        self.poll_min = _positive("poll_min", poll_min)
-        self.poll_max = max(self.poll_min, _positive("poll_max", poll_max))
-        self.log_interval = float(log_interval)
-        self._aead = AESGCM(_hkdf(material, b"icr-async/v1/aes-256-gcm"))
-        self._tag_key = _hkdf(material, b"icr-async/v1/token-tag")
-        del material
-
-        if isinstance(redis, str):
-            # The socket timeouts are only a backstop: op_timeout is enforced per call by
-            # _bounded, which does not mistake a stalled loop for a slow Redis.
-            backstop = max(5.0, 10 * self.op_timeout)
-            self._redis = aioredis.Redis.from_url(
-                redis,
-                socket_timeout=backstop,
-                socket_connect_timeout=backstop,
-                # One immediate retry reconnects a pooled connection Redis dropped (a
-                # restart); longer backoffs are the circuit breaker's job.
-                retry=Retry(NoBackoff(), 1),
-            )
-            self._owns_client = True
-        elif isinstance(redis, aioredis.Redis):
-            if redis.connection_pool.connection_kwargs.get("decode_responses"):
-                raise ConfigurationError(
-                    "the Redis client must have decode_responses=False: entries are binary"
-                )
-            self._redis = redis
-            self._owns_client = False
-        else:
-            raise ConfigurationError("redis must be a redis.asyncio.Redis client or a URL")
-
+        super().__init__(
+            redis,
+            encryption_key=encryption_key,
+            derive_from=derive_from,
+            namespace=namespace,
+            op_timeout=op_timeout,
+            retry_after=retry_after,
+            log_interval=log_interval,
+        )
+        self.lease_ttl = positive("lease_ttl", lease_ttl)
+        self.poll_min = positive("poll_min", poll_min)
+        self.poll_max = max(self.poll_min, positive("poll_max", poll_max))
+        self._aead = AESGCM(hkdf(self._material, b"icr-async/v1/aes-256-gcm"))
+        self._tag_key = hkdf(self._material, b"icr-async/v1/token-tag")
         self._acquire_script = self._redis.register_script(_ACQUIRE)
         self._release_script = self._redis.register_script(_RELEASE)
         self._renew_script = self._redis.register_script(_RENEW)
         self._delete_script = self._redis.register_script(_DELETE_IF)
-        self.stats = RedisCacheStats()
-        self._down_until = 0.0
-        self._down_since = 0.0
-        self._probing = False
-        self._last_warning = -math.inf
-        self._suppressed = 0
+        self.stats: RedisCacheStats = RedisCacheStats()
 
     # ------------------------------------------------------------------ the protocol
 
@@ -382,23 +308,6 @@ class RedisTokenCache:
             # '#' never appears in a plain id, so a hashed id cannot collide with one.
             installation = "#" + hashlib.sha256(installation.encode("utf-8")).hexdigest()[:32]
         return f"{self.namespace}:tok:v1:{digest}:{installation}"
-
-    @property
-    def available(self) -> bool:
-        """False while the circuit breaker keeps Redis out of the way after a failure."""
-        return self._down_until == 0.0
-
-    async def ping(self) -> bool:
-        """Whether Redis answers now (also closes the breaker when it does)."""
-        try:
-            return bool(await self._op(self._redis.ping))
-        except SharedCacheUnavailableError:
-            return False
-
-    async def aclose(self) -> None:
-        """Close the Redis client if this cache built it from a URL (idempotent)."""
-        if self._owns_client:
-            await self._redis.aclose()
 
     def __repr__(self) -> str:
         state = "available" if self.available else "unavailable"
@@ -535,98 +444,3 @@ class RedisTokenCache:
                 return  # the lease lapses by itself; the mint goes on
             if not kept:
                 return  # flushed or taken over: nothing of ours to extend
-
-    # ------------------------------------------------- failure handling and breaker
-
-    async def _op(self, call: Callable[[], Any]) -> Any:
-        """One Redis round trip, bounded by ``op_timeout`` and guarded by the breaker."""
-        probe = self._enter()
-        self.stats.commands += 1
-        try:
-            result = await self._bounded(call)
-        except _REDIS_FAILURES as exc:
-            self._trip(exc)
-            raise SharedCacheUnavailableError(
-                f"Redis token cache unavailable ({type(exc).__name__})"
-            ) from exc
-        finally:
-            if probe:
-                self._probing = False
-        if self._down_until:
-            self._recover()
-        return result
-
-    async def _bounded(self, call: Callable[[], Any]) -> Any:
-        """Await ``call()`` for at most ``op_timeout`` of *this loop's* responsive time.
-
-        A plain ``wait_for`` also counts time this process spent unable to run: with more
-        busy workers than cores a loop can stall for most of a second, and the reply, long
-        arrived, loses the race to the timer. Measured: 8 workers on 2 cores took that for
-        an outage and minted 2-5 tokens per installation. So the budget is spent in four
-        steps and a step that overran (the loop was stalled) is charged only 1.5 steps.
-        """
-        task = asyncio.ensure_future(call())
-        step = self.op_timeout / 4
-        charged = 0.0
-        loop = asyncio.get_running_loop()
-        try:
-            while True:  # bounded: every pass charges at least one step of the budget
-                started = loop.time()
-                await asyncio.wait((task,), timeout=step)
-                if task.done():
-                    return task.result()
-                charged += min(max(loop.time() - started, step), 1.5 * step)
-                if charged >= self.op_timeout - 1e-9:
-                    raise asyncio.TimeoutError
-        finally:
-            if not task.done():
-                task.cancel()
-
-    def _enter(self) -> bool:
-        """Refuse at once while the breaker is open; let exactly one call probe after."""
-        if not self._down_until:
-            return False
-        if time.monotonic() < self._down_until or self._probing:
-            self.stats.short_circuits += 1
-            raise SharedCacheUnavailableError(
-                "Redis token cache unavailable (recent failure); minting locally"
-            )
-        self._probing = True
-        return True
-
-    def _trip(self, exc: BaseException) -> None:
-        self.stats.errors += 1
-        now = time.monotonic()
-        if not self._down_until:
-            self.stats.breaker_trips += 1
-            self._down_since = now
-        self._down_until = now + self.retry_after
-        # The type only: a Redis error's text can carry host names or configuration.
-        self._warn(
-            "Redis token cache unavailable (%s); minting tokens locally, next try in %.1f s",
-            type(exc).__name__,
-            self.retry_after,
-        )
-
-    def _recover(self) -> None:
-        self.stats.recoveries += 1
-        logger.info(
-            "Redis token cache is back after %.1f s; sharing tokens again",
-            time.monotonic() - self._down_since,
-        )
-        self._down_until = 0.0
-        self._down_since = 0.0
-
-    def _warn(self, message: str, *args: object) -> None:
-        """A warning at most once per ``log_interval``; the others go to debug."""
-        now = time.monotonic()
-        if now - self._last_warning >= self.log_interval:
-            suppressed, self._suppressed = self._suppressed, 0
-            self._last_warning = now
-            if suppressed:
-                message += " (%d similar messages suppressed)"
-                args = (*args, suppressed)
-            logger.warning(message, *args)
-        else:
-            self._suppressed += 1
-            logger.debug(message, *args)

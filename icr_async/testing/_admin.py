@@ -12,7 +12,9 @@ but loopback:
 - ``GET /_emulator/options``: the options the emulator runs with (``page_base``, ...);
 - ``POST /_emulator/options``: change them; the JSON body holds option values and/or
   ``"variant": NAME`` (a preset of :data:`~icr_async.testing.VARIANTS`, applied first).
-  Answers the options now in effect; a bad name or value changes nothing and answers 400.
+  Answers the options now in effect; a bad name or value changes nothing and answers 400;
+- ``POST /_emulator/rate_limit``: set the rate limit; the JSON body holds ``RateLimit``'s
+  keyword arguments (``requests``, ``per``, ``scope``); ``DELETE`` turns it off.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from ._emulator import EXTRA_ROUTE_REGISTRARS, EmulatorHTTPError
-from ._faults import Fault
+from ._faults import Fault, RateLimit
 from ._variants import VARIANTS, EmulatorVariant, options_of
 
 if TYPE_CHECKING:
@@ -53,6 +55,11 @@ def stats_snapshot(emulator: ICREmulator) -> dict[str, Any]:
         "distinct_posts": len(posts),
         "duplicate_posts": sum(n - 1 for n in posts.values() if n > 1),
         "faults_fired": sum(emulator.faults.fired(f) for f in emulator.faults.active),
+        "rate_limited": stats.rate_limited,
+        "rate_limit_periods": emulator.rate_limiter.periods(),
+        "executions": sum(emulator.ledger.executions.values()),
+        "distinct_executions": len(emulator.ledger.executions),
+        "duplicate_executions": emulator.ledger.duplicate_executions,
     }
 
 
@@ -97,6 +104,21 @@ def register_admin_routes(emulator: ICREmulator, app: web.Application) -> None:
         variant.apply(emulator)
         return emulator.json_response(options_of(emulator))
 
+    async def set_rate_limit(request: web.Request) -> web.StreamResponse:
+        body = await emulator.read_json_object(request)
+        try:
+            limit = RateLimit(**body)
+        except (TypeError, ValueError) as exc:
+            raise EmulatorHTTPError(400, f"bad rate limit: {exc}") from None
+        emulator.rate_limiter.limit = limit
+        return emulator.json_response({"ok": True, "rate_limit": repr(limit)}, status=201)
+
+    async def clear_rate_limit(request: web.Request) -> web.StreamResponse:
+        emulator.rate_limiter.limit = None
+        return emulator.json_response({"ok": True})
+
+    app.router.add_post("/_emulator/rate_limit", set_rate_limit, name="admin_set_rate_limit")
+    app.router.add_delete("/_emulator/rate_limit", clear_rate_limit, name="admin_clear_rate_limit")
     app.router.add_get("/_emulator/stats", get_stats, name="admin_stats", allow_head=False)
     app.router.add_post("/_emulator/stats/reset", reset_stats, name="admin_reset_stats")
     app.router.add_post("/_emulator/faults", add_fault, name="admin_add_fault")

@@ -38,7 +38,7 @@ from icr_async._clock import Clock, system_clock
 from ._auth import Authenticator
 from ._crypto import canonical_public_pem, generate_private_key_pem
 from ._data import DEFAULT_PERMISSIONS, DataFactory, iso
-from ._faults import FaultInjector
+from ._faults import FaultInjector, RateLimiter
 from ._http import JSON_CT, EmulatorHTTPError, check_loopback, dumps, nest_error_body
 from ._pagination import page_window
 from ._records import AccessTokenRecord, AppRecord, EmulatorApp, InstallationRecord
@@ -183,6 +183,8 @@ class ICREmulator:
         self.base_url = "http://127.0.0.1"
         """Base of ``accessTokensUrl`` in objects returned by Python methods (set by serve)."""
         self.faults = FaultInjector(seed)
+        self.rate_limiter = RateLimiter()
+        """A request limit per app or installation (off until ``rate_limiter.limit`` is set)."""
         self.stats = EmulatorStats()
         self.route_registrars: list[RouteRegistrar] = list(EXTRA_ROUTE_REGISTRARS)
         """Callbacks :meth:`make_app` runs to add extra routes (see the module docstring)."""
@@ -465,8 +467,9 @@ class ICREmulator:
         return self._tokens.get(token)
 
     def reset_stats(self) -> None:
-        """Zero every counter in :attr:`stats`."""
+        """Zero every counter in :attr:`stats` (and the rate limiter's record of 429s)."""
         self.stats.reset()
+        self.rate_limiter.reset()
 
     # ---------------------------------------------------------------------- authentication
 

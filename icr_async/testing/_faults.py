@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import attrs
 
-__all__ = ["Fault", "FaultAction", "FaultInjector"]
+__all__ = ["Fault", "FaultAction", "FaultInjector", "RateLimit", "RateLimitEvent", "RateLimiter"]
 
 FaultAction = Literal[
     "status", "reset", "truncate", "nonjson", "wrong_content_type", "hang", "delay"
@@ -148,3 +148,88 @@ class FaultInjector:
             self._fired[id(fault)] = self._fired.get(id(fault), 0) + 1
             return fault
         return None
+
+
+RateLimitScope = Literal["app", "installation"]
+
+
+@attrs.frozen(kw_only=True)
+class RateLimit:
+    """A request limit the emulator enforces, as a plausible ICR might (none is documented).
+
+    At most ``requests`` requests per fixed window of ``per`` seconds of server time, counted
+    per app (``scope="app"``: every request the app makes, JWT and tokens alike) or per
+    installation (``scope="installation"``: an installation token's requests; the app's own
+    requests count for the app). A request over the limit gets 429 with ``Retry-After`` until
+    the window ends (whole seconds, rounded up, in the emulator's ``retry_after_style``), and
+    does not count. Requests with no credential the emulator knows are not limited.
+    """
+
+    requests: int = attrs.field()
+    per: float = 1.0
+    scope: RateLimitScope = "app"
+
+    @requests.validator
+    def _check_requests(self, _attribute: object, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError("requests must be a positive integer")
+
+    def __attrs_post_init__(self) -> None:
+        if not 0 < self.per < math.inf:
+            raise ValueError("per must be a positive number of seconds")
+        if self.scope not in ("app", "installation"):
+            raise ValueError('scope must be "app" or "installation"')
+
+
+@attrs.frozen
+class RateLimitEvent:
+    """One 429 the rate limit answered: server time, the limited scope, the window's end."""
+
+    at: float
+    scope: str
+    until: float
+
+
+class RateLimiter:
+    """The emulator's rate limit (``emulator.rate_limiter``): set :attr:`limit` to a
+    :class:`RateLimit` to turn it on (``None``, the default, is off); :attr:`events` records
+    every 429 it answered and :meth:`periods` groups them by back-off period."""
+
+    def __init__(self) -> None:
+        self.limit: RateLimit | None = None
+        self._windows: dict[str, tuple[float, int]] = {}
+        self.events: list[RateLimitEvent] = []
+
+    def check(self, limit: RateLimit, scope: str, now: float) -> float | None:
+        """Count a request of ``scope`` at server time ``now``; the window's end if it is
+        over the limit (then it is not counted), else ``None``."""
+        start = math.floor(now / limit.per) * limit.per
+        window, count = self._windows.get(scope, (start, 0))
+        if window != start:
+            window, count = start, 0
+        if count >= limit.requests:
+            until = window + limit.per
+            self.events.append(RateLimitEvent(now, scope, until))
+            return until
+        self._windows[scope] = (window, count + 1)
+        return None
+
+    def periods(self) -> list[int]:
+        """How many 429s each back-off period saw, per scope, in order: a period starts with
+        a 429 answered after the previous period's ``Retry-After`` ran out."""
+        counts: list[int] = []
+        ends: dict[str, float] = {}
+        index: dict[str, int] = {}
+        for event in self.events:
+            if event.scope in ends and event.at < ends[event.scope]:
+                counts[index[event.scope]] += 1
+                continue
+            ends[event.scope] = math.ceil(event.until)
+            index[event.scope] = len(counts)
+            counts.append(1)
+        return counts
+
+    def reset(self) -> None:
+        """Forget the windows and the events."""
+        self._windows.clear()
+        self.events.clear()

@@ -37,8 +37,10 @@ The rules it enforces (the emulator's reading where ICR's docs are silent):
 
 from __future__ import annotations
 
+import json
 import random
 import uuid
+from collections import Counter
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
@@ -88,6 +90,9 @@ class Ledger:
         """Seconds a new reservation holds its credits (change it before reserving)."""
         self.transactions: list[dict[str, Any]] = []
         """Every completed movement of credits, oldest first, as sent in webhooks."""
+        self.executions: Counter[tuple[str, ...]] = Counter()
+        """How many times each distinct action was executed, keyed by :meth:`action_key`:
+        a count above 1 is the same action done twice (see :attr:`duplicate_executions`)."""
         self._ids = random.Random(f"ledger-ids-{emulator.seed}")
         self._catalog: dict[str, CreditMeta] = {}
         self._seed_credits: list[str] = []
@@ -365,6 +370,41 @@ class Ledger:
             raise EmulatorHTTPError(404, f"Organization {organization_id} not found") from None
         return organization_id
 
+    @staticmethod
+    def action_key(
+        organization_id: str,
+        action: str,
+        credit_id: str,
+        amount: Any,
+        *,
+        receiver: str | None = None,
+        retirement_data: Mapping[str, Any] | None = None,
+    ) -> tuple[str, ...]:
+        """What tells one executed action from another in :attr:`executions`: the source
+        organization, the action, the credit, the amount, the receiver and the retirement
+        data (a distinct ``comment`` per order makes every order's action distinct). A
+        finished reservation's receiver reads ``RECEIVER@RESERVATION_ID``."""
+        data = json.dumps(dict(retirement_data or {}), sort_keys=True, default=str)
+        return (
+            organization_id,
+            action,
+            credit_id,
+            str(num(Decimal(str(amount)))),
+            receiver or "",
+            data,
+        )
+
+    def times_executed(
+        self, organization_id: str, action: str, credit_id: str, amount: Any, **kw: Any
+    ) -> int:
+        """How many times this action (see :meth:`action_key`) was executed."""
+        return self.executions[self.action_key(organization_id, action, credit_id, amount, **kw)]
+
+    @property
+    def duplicate_executions(self) -> int:
+        """Executions that repeated an earlier identical action (0 for a well-behaved client)."""
+        return sum(n - 1 for n in self.executions.values() if n > 1)
+
     def _execute(
         self,
         organization_id: str,
@@ -448,6 +488,16 @@ class Ledger:
         if links:
             transaction.update(links)
         self.transactions.append(transaction)
+        self.executions[
+            self.action_key(
+                organization_id,
+                action,
+                credit_id,
+                amount,
+                receiver=receiver if released is None else f"{receiver}@{released.id}",
+                retirement_data=retirement_data,
+            )
+        ] += 1
         event = "warehouseTransaction" if released is not None else "organizationTransaction"
         involved = [organization_id] + (
             [receiver] if receiver not in (None, organization_id) else []

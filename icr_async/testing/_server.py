@@ -11,7 +11,10 @@ emulator's ``post_status``.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import json
+import math
 import ssl
 import uuid
 from collections.abc import Awaitable, Callable
@@ -145,12 +148,34 @@ class _Frontend:
         emulator.stats.requests[(method, request.match_info.route.name or "unmatched")] += 1
         if method == "POST" and not request.path.startswith("/app/"):
             emulator.stats.posts[(request.path, await request.read())] += 1
+        if emulator.rate_limiter.limit is not None and not request.path.startswith(_CONTROL_PREFIX):
+            limited = self._rate_limited(request)
+            if limited is not None:
+                return self.stamp(limited)
         if emulator.faults:
             fault = emulator.faults.select(method, request.path)
             if fault is not None:
                 response = await self._apply_fault(fault, request, handler)
                 return response if response.prepared else self.stamp(response)
         return self.stamp(await self.dispatch(request, handler))
+
+    def _rate_limited(self, request: web.Request) -> web.Response | None:
+        """The 429 for a request over the emulator's rate limit, or ``None``."""
+        emulator = self.emulator
+        limit = emulator.rate_limiter.limit
+        assert limit is not None
+        scope = _limit_scope(emulator, request.headers.get("Authorization", ""), limit.scope)
+        if scope is None:
+            return None
+        now = emulator.server_now()
+        until = emulator.rate_limiter.check(limit, scope, now)
+        if until is None:
+            return None
+        emulator.stats.rate_limited += 1
+        wait = max(1, math.ceil(until - now))
+        response = EmulatorHTTPError(429, "Too Many Requests").to_response()
+        response.headers["Retry-After"] = emulator.retry_after_value(wait)
+        return response
 
     async def dispatch(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """Check the API version, run the handler, and turn errors into NestJS bodies."""
@@ -241,6 +266,28 @@ class _Frontend:
         if transport is not None:
             transport.close()
         return stream
+
+
+def _limit_scope(emulator: ICREmulator, authorization: str, per: str) -> str | None:
+    """Whom a request counts against: ``app:ID`` or ``installation:ID`` (None: unknown)."""
+    scheme, _, credential = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not credential:
+        return None
+    record = emulator.token_record(credential)
+    if record is not None:
+        if per == "installation" and record.installation_id is not None:
+            return "installation:" + record.installation_id
+        return "app:" + record.app_id
+    # An app JWT: the limit needs only whose it is; the route checks the signature.
+    parts = credential.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except ValueError:
+        return None
+    issuer = claims.get("iss") if isinstance(claims, dict) else None
+    return None if issuer is None else f"app:{issuer}"
 
 
 def make_app(emulator: ICREmulator) -> web.Application:

@@ -33,6 +33,8 @@ class EmulatorStats:
     jwt_rejections: Counter[str] = attrs.field(factory=Counter)
     token_rejections: Counter[str] = attrs.field(factory=Counter)
     posts: Counter[tuple[str, bytes]] = attrs.field(factory=Counter)
+    rate_limited: int = 0
+    """Requests answered 429 by the emulator's rate limit (not by a fault)."""
 
     @property
     def total_requests(self) -> int:
@@ -53,3 +55,4 @@ class EmulatorStats:
         self.jwt_rejections.clear()
         self.token_rejections.clear()
         self.posts.clear()
+        self.rate_limited = 0
