@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-SCENARIOS = ("steady", "cold", "memory", "blocking", "soak", "fleet")
+SCENARIOS = ("steady", "cold", "memory", "blocking", "soak", "fleet", "fleet_actions")
 
 
 def _machine() -> dict[str, Any]:
@@ -84,6 +84,16 @@ def main(argv: list[str] | None = None) -> int:
                 rounds=3 if quick else 6,
                 calls=500 if quick else 2000,
                 thread_calls=1600 if quick else 6400,
+            )
+        elif name == "fleet_actions":
+            from . import bench_fleet_actions
+
+            results[name] = bench_fleet_actions.run(
+                workers=(1, 4) if quick else (1, 4, 8),
+                seconds=2.0 if quick else 4.0,
+                orders=10 if quick else 50,
+                rounds=4 if quick else 20,
+                per_slice=300 if quick else 1000,
             )
         else:
             from . import bench_fleet

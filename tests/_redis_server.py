@@ -373,11 +373,23 @@ async def _fleet_worker(config: dict[str, Any]) -> None:
     )
     idem = RedisIdempotencyStore(cache, lease=config.get("lease"))
     backoff = RedisBackoffStore(cache) if config.get("shared_backoff", True) else None
+
+    class Today:
+        """No shared pauses at all: each request honours only its own Retry-After."""
+
+        active = False
+
+        async def wait_time(self, app: str, installation: str | None) -> float:
+            return 0.0
+
+        async def pause(self, app: str, installation: str | None, seconds: float) -> None:
+            return None
+
     stall = config.get("stall_path")
 
     async def on_response(event: ResponseEvent) -> None:
         # The crash window: the server answered, the worker has not recorded it yet.
-        if stall and event.method == "POST" and event.status is not None:
+        if stall and "/inventory/requests/" in event.path and event.status is not None:
             _touch(stall)
             await asyncio.sleep(3600)
 
@@ -387,7 +399,7 @@ async def _fleet_worker(config: dict[str, Any]) -> None:
         base_url=config["base_url"],
         token_cache=cache,
         idempotency_store=idem,
-        backoff=backoff,
+        backoff=backoff if backoff is not None else Today(),
         timeouts=Timeouts(total=config.get("total_timeout", 30.0)),
         on_response=on_response if stall else None,
         env=False,
@@ -436,6 +448,8 @@ async def _fleet_worker(config: dict[str, Any]) -> None:
                 outcomes[f"error_{type(exc).__name__}"] += 1
             else:
                 outcomes["ok"] += 1
+            # Think time: a worker that does other things between requests, as real ones do.
+            await asyncio.sleep(rng.uniform(0, config.get("think", 0.0)))
 
     async with client:
         await _go(config, deadline)

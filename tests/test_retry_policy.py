@@ -33,7 +33,7 @@ def test_defaults() -> None:
 
 def test_statuses_can_be_narrowed_and_must_be_error_statuses() -> None:
     assert not RetryPolicy(statuses={429, 503}).retries_status(500)
-    with pytest.raises(ConfigurationError, match="400..599"):
+    with pytest.raises(ConfigurationError, match=r"400\.\.599"):
         RetryPolicy(statuses={200})
 
 

@@ -399,7 +399,7 @@ async def test_short_lived_tokens_are_served_for_half_their_life(
     clock.advance(2)  # 59 s left: due
     await scoped.request("GET", path)
     assert emulator.stats.mints[inst] == 2
-    assert client._tokens.margin_for((await scoped.get_token())) == 60.0
+    assert client._tokens.margin_for(await scoped.get_token()) == 60.0
 
 
 async def test_a_min_ttl_no_fresh_token_can_meet_is_an_error_after_one_mint(

@@ -366,8 +366,7 @@ class RedisBackoffStore(RedisStore):
                 await asyncio.sleep(self.retry_after)
             finally:
                 with contextlib.suppress(*REDIS_FAILURES):
-                    # reset() is aclose() with type annotations: it drops the connection.
-                    await pubsub.reset()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py lacks the hint
 
     async def _catch_up(self) -> None:
         """Read the app-wide pauses of the apps seen so far (missed while disconnected)."""
