@@ -124,6 +124,8 @@ def test_pytest_plugin_fixtures(pytester: pytest.Pytester) -> None:
     )
     # -p no:icr_async: when the package is installed, its entry point would load the plugin
     # a second time under another name.
+    # pytest-asyncio (installed for the plugin's own tests) warns when this is unset.
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
     result = pytester.runpytest("-p", "no:icr_async", "-p", "icr_async.testing.pytest_plugin")
     result.assert_outcomes(passed=2)
 

@@ -312,6 +312,7 @@ async def _back_off_run(
     return report
 
 
+@pytest.mark.slow  # real time and real processes: the in-process property is in test_backoff
 async def test_three_workers_back_off_together(env: tuple[Fleet, ICREmulator, str]) -> None:
     fleet, emulator, app_id = env
     report = await _back_off_run(fleet, emulator, app_id, workers=3, seconds=2.5)

@@ -310,13 +310,15 @@ async def test_timeouts_retried_then_succeed(make_client: Any, emulator: ICREmul
 async def test_back_pressure_queues_a_large_fan_out(
     make_client: Any, emulator: ICREmulator, app_id: str
 ) -> None:
+    # 200 times more callers than connections: they queue for the pool instead of timing
+    # out (the 100,000-coroutine version is in the soak benchmark).
     client: AsyncICRClient = make_client(
-        pool_size=4, timeouts=Timeouts(connect=2, read=10, total=60)
+        pool_size=2, timeouts=Timeouts(connect=2, read=10, total=60)
     )
     inst, org = _inst(emulator, app_id, 2)
     scoped = client.installation(inst)
-    results = await asyncio.gather(*(scoped.request("GET", org) for _ in range(3000)))
-    assert len(results) == 3000
+    results = await asyncio.gather(*(scoped.request("GET", org) for _ in range(400)))
+    assert len(results) == 400
     assert client.stats.retries == 0
     assert emulator.stats.mints[inst] == 1
 
