@@ -262,7 +262,15 @@ class TokenManager:
         """The cached token if it has more life left than its refresh margin (and than
         ``min_ttl``), counted as a hit: the no-await path."""
         entry = self.memory.peek(key)
-        if entry is not None and entry.expires_at - self._clock() > self._need(entry, min_ttl):
+        if entry is None:
+            return None
+        left = entry.expires_at - self._clock()
+        # The hot path: more left than the configured margin is enough for any token (the
+        # adaptive margin is never larger), so the per-token margin is only worked out near
+        # the end of a token's life.
+        if (left > self.refresh_margin and (min_ttl is None or left > min_ttl)) or (
+            left > self._need(entry, min_ttl)
+        ):
             self.stats.cache_hits += 1
             return entry
         return None
