@@ -303,6 +303,7 @@ def run(
                     r["executions"],
                     r["duplicates"],
                     r["refused"],
+                    r["action_failed"],
                     f"{r['redis_trips_per_action']:.2f}",
                 ]
                 for r in rows
