@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from icr_async import AsyncICRClient, ManualClock, RetryPolicy
+from icr_async import AsyncICRClient, ManualClock, PrivateKey, RetryPolicy
 from icr_async.testing import EmulatorServer, ICREmulator, generate_private_key_pem
 
 START = 1_780_000_000.0  # a fixed instant, so expiry maths in tests is reproducible
@@ -29,6 +29,13 @@ def anyio_backend() -> tuple[str, dict[str, Any]]:
 def private_key_pem() -> str:
     """One 2048-bit app key for the whole run (generating one costs ~100 ms)."""
     return generate_private_key_pem()
+
+
+@pytest.fixture(scope="session")
+def app_private_key(private_key_pem: str) -> PrivateKey:
+    """That key loaded once: parsing and validating a PEM costs ~90 ms, and hundreds of
+    tests build clients."""
+    return PrivateKey.from_pem(private_key_pem)
 
 
 @pytest.fixture(scope="session")
@@ -68,16 +75,20 @@ def emulator(clock: ManualClock) -> ICREmulator:
     return ICREmulator(clock=clock, seed=7)
 
 
-@pytest.fixture
-def app_id(emulator: ICREmulator, private_key_pem: str) -> str:
-    """The app registered with the emulator, with 25 installations."""
+@pytest.fixture(scope="session")
+def app_public_key_pem(app_private_key: PrivateKey) -> bytes:
+    """The app key's public half, made once (loading the private PEM costs ~90 ms)."""
     from cryptography.hazmat.primitives import serialization
 
-    key = serialization.load_pem_private_key(private_key_pem.encode(), password=None)
-    public = key.public_key().public_bytes(
+    return app_private_key.public_key.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    return emulator.add_app(public, installations=25)
+
+
+@pytest.fixture
+def app_id(emulator: ICREmulator, app_public_key_pem: bytes) -> str:
+    """The app registered with the emulator, with 25 installations."""
+    return emulator.add_app(app_public_key_pem, installations=25)
 
 
 @pytest.fixture
@@ -91,7 +102,7 @@ async def server(emulator: ICREmulator) -> AsyncIterator[EmulatorServer]:
 async def make_client(
     server: EmulatorServer,
     app_id: str,
-    private_key_pem: str,
+    app_private_key: PrivateKey,
     clock: ManualClock,
     fake_sleep: FakeSleep,
 ) -> AsyncIterator[Any]:
@@ -100,7 +111,8 @@ async def make_client(
 
     def factory(**kwargs: Any) -> AsyncICRClient:
         kwargs.setdefault("app_id", app_id)
-        kwargs.setdefault("private_key", private_key_pem)
+        if "signer" not in kwargs and "private_key_path" not in kwargs:
+            kwargs.setdefault("private_key", app_private_key)
         kwargs.setdefault("base_url", server.url)
         kwargs.setdefault("clock", clock)
         kwargs.setdefault("sleep", fake_sleep)

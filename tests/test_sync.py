@@ -45,6 +45,7 @@ from icr_async import (
     NotFoundError,
     Organization,
     Page,
+    PrivateKey,
     Project,
     RequestEvent,
     SyncAppTokenClient,
@@ -90,14 +91,14 @@ def installation_ids(sync_emulator: ICREmulator, sync_app_id: str) -> list[str]:
 
 @pytest.fixture
 def make_sync_client(
-    sync_server: EmulatorServer, sync_app_id: str, private_key_pem: str
+    sync_server: EmulatorServer, sync_app_id: str, app_private_key: PrivateKey
 ) -> Iterator[Callable[..., ICRClient]]:
     """Build blocking clients pointed at the emulator; every one is closed after the test."""
     made: list[ICRClient] = []
 
     def factory(**kwargs: Any) -> ICRClient:
         kwargs.setdefault("app_id", sync_app_id)
-        kwargs.setdefault("private_key", private_key_pem)
+        kwargs.setdefault("private_key", app_private_key)
         kwargs.setdefault("base_url", sync_server.url)
         kwargs.setdefault("env", False)
         client = ICRClient(**kwargs)
