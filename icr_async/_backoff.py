@@ -22,12 +22,19 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from ._clock import Clock
 from .errors import BackoffPausedError, ConfigurationError
 
-__all__ = ["BackoffStore", "MemoryBackoffStore", "PauseScope", "check_scope", "hold"]
+__all__ = [
+    "BackoffStore",
+    "MemoryBackoffStore",
+    "PauseScope",
+    "check_scope",
+    "hold",
+    "remaining_pause",
+]
 
 PauseScope = Literal["app", "installation"]
 """What a 429 on an installation's request pauses: the whole app (default: ICR documents no
@@ -73,6 +80,24 @@ class BackoffStore(Protocol):
         ...
 
 
+def remaining_pause(
+    until: dict[tuple[Any, Any], float], now: float, app: Any, app_scope: Any, scope: Any
+) -> float:
+    """Seconds left of the longest pause over ``(app, app_scope)`` and ``(app, scope)`` in
+    ``until`` (pause ends by scope), forgetting pauses that have ended: the one rule shared
+    by the in-process table and the Redis store's local copy."""
+    wait = 0.0
+    for name in ((app, app_scope), (app, scope)) if scope else ((app, app_scope),):
+        end = until.get(name)
+        if end is None:
+            continue
+        if end <= now:
+            del until[name]
+        else:
+            wait = max(wait, end - now)
+    return wait
+
+
 class MemoryBackoffStore:
     """The default ``BackoffStore``: pauses shared by the requests of one process.
 
@@ -95,20 +120,9 @@ class MemoryBackoffStore:
 
     def remaining(self, app: str, installation: str | None) -> float:
         """Seconds the pause over this scope still runs (0 if none); expired pauses go."""
-        until = self._until
-        if not until:
+        if not self._until:
             return 0.0
-        now = self._clock()
-        wait = 0.0
-        for name in ((app, None), (app, installation)) if installation else ((app, None),):
-            end = until.get(name)
-            if end is None:
-                continue
-            if end <= now:
-                del until[name]
-            else:
-                wait = max(wait, end - now)
-        return wait
+        return remaining_pause(self._until, self._clock(), app, None, installation)
 
     async def wait_time(self, app: str, installation: str | None) -> float:
         """``BackoffStore.wait_time``."""

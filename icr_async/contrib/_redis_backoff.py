@@ -31,10 +31,16 @@ import time
 from typing import Any
 
 from .. import _fork
-from .._backoff import PauseScope, check_scope
+from .._backoff import PauseScope, check_scope, remaining_pause
 from .._clock import Clock
 from ..errors import ConfigurationError
-from ._redis_base import REDIS_FAILURES, RedisStore, SharedCacheUnavailableError, aioredis
+from ._redis_base import (
+    REDIS_FAILURES,
+    Counters,
+    RedisStore,
+    SharedCacheUnavailableError,
+    aioredis,
+)
 
 __all__ = ["RedisBackoffStats", "RedisBackoffStore"]
 
@@ -75,7 +81,7 @@ return {0, 0}
 """
 
 
-class RedisBackoffStats:
+class RedisBackoffStats(Counters):
     """Counters a ``RedisBackoffStore`` keeps."""
 
     __slots__ = (
@@ -108,14 +114,6 @@ class RedisBackoffStats:
         self.breaker_trips = 0
         self.short_circuits = 0
         self.recoveries = 0
-
-    def as_dict(self) -> dict[str, int]:
-        """A plain snapshot, e.g. for metrics."""
-        return {name: getattr(self, name) for name in self.__slots__}
-
-    def __repr__(self) -> str:
-        fields = " ".join(f"{k}={v}" for k, v in self.as_dict().items())
-        return f"<RedisBackoffStats {fields}>"
 
 
 def _rate(rate: tuple[float, float] | None, burst: int) -> tuple[float, float] | None:
@@ -312,20 +310,9 @@ class RedisBackoffStore(RedisStore):
         return f"{self.namespace}:bo:v1:{digest}:{scope}"
 
     def _remaining(self, digest: str, scope: str | None) -> float:
-        until = self._until
-        if not until:
+        if not self._until:
             return 0.0
-        now = self._clock()
-        wait = 0.0
-        for name in ((digest, _APP), (digest, scope)) if scope else ((digest, _APP),):
-            end = until.get(name)
-            if end is None:
-                continue
-            if end <= now:
-                del until[name]
-            else:
-                wait = max(wait, end - now)
-        return wait
+        return remaining_pause(self._until, self._clock(), digest, _APP, scope)
 
     def _set(self, digest: str, scope: str, ms: int) -> None:
         if ms <= 0:

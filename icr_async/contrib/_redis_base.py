@@ -40,6 +40,7 @@ from ..errors import ConfigurationError, ICRError
 
 __all__ = [
     "REDIS_FAILURES",
+    "Counters",
     "RedisStore",
     "SharedCacheUnavailableError",
     "aioredis",
@@ -361,3 +362,18 @@ class RedisStore:
         else:
             link.suppressed += 1
             logger.debug(message, *args)
+
+
+class Counters:
+    """Base of the Redis stores' statistics: integer counters named in ``__slots__``, with
+    one snapshot and one ``repr`` for all of them (no secrets are ever counted here)."""
+
+    __slots__: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, int]:
+        """A plain snapshot, e.g. for metrics."""
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def __repr__(self) -> str:
+        fields = " ".join(f"{k}={v}" for k, v in self.as_dict().items())
+        return f"<{type(self).__name__} {fields}>"

@@ -35,7 +35,14 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .._idempotency import DEFAULT_KEY_TTL, ActionClaim, ActionRecord, ActionState, Outcome
 from .._keys import KeySource
-from ._redis_base import RedisStore, SharedCacheUnavailableError, aioredis, hkdf, positive
+from ._redis_base import (
+    Counters,
+    RedisStore,
+    SharedCacheUnavailableError,
+    aioredis,
+    hkdf,
+    positive,
+)
 
 __all__ = ["RedisIdempotencyStats", "RedisIdempotencyStore"]
 
@@ -90,7 +97,7 @@ return redis.call('DEL', KEYS[1], KEYS[2])
 """
 
 
-class RedisIdempotencyStats:
+class RedisIdempotencyStats(Counters):
     """Counters a ``RedisIdempotencyStore`` keeps (no secrets in here)."""
 
     __slots__ = (
@@ -124,14 +131,6 @@ class RedisIdempotencyStats:
         self.breaker_trips = 0
         self.short_circuits = 0
         self.recoveries = 0
-
-    def as_dict(self) -> dict[str, int]:
-        """A plain snapshot, e.g. for metrics."""
-        return {name: getattr(self, name) for name in self.__slots__}
-
-    def __repr__(self) -> str:
-        fields = " ".join(f"{k}={v}" for k, v in self.as_dict().items())
-        return f"<RedisIdempotencyStats {fields}>"
 
 
 class RedisIdempotencyStore(RedisStore):

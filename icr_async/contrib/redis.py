@@ -74,7 +74,14 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from .._keys import KeySource
 from ..models import Token
 from ._redis_backoff import RedisBackoffStats, RedisBackoffStore
-from ._redis_base import RedisStore, SharedCacheUnavailableError, aioredis, hkdf, positive
+from ._redis_base import (
+    Counters,
+    RedisStore,
+    SharedCacheUnavailableError,
+    aioredis,
+    hkdf,
+    positive,
+)
 from ._redis_idempotency import RedisIdempotencyStats, RedisIdempotencyStore
 
 __all__ = [
@@ -134,7 +141,7 @@ return 0
 """
 
 
-class RedisCacheStats:
+class RedisCacheStats(Counters):
     """Counters a ``RedisTokenCache`` keeps (no secrets in here)."""
 
     __slots__ = (
@@ -176,14 +183,6 @@ class RedisCacheStats:
         self.recoveries = 0
         self.undecryptable = 0
         """Entries that did not decrypt (another key, or tampered) and were ignored."""
-
-    def as_dict(self) -> dict[str, int]:
-        """A plain snapshot, e.g. for metrics."""
-        return {name: getattr(self, name) for name in self.__slots__}
-
-    def __repr__(self) -> str:
-        fields = " ".join(f"{k}={v}" for k, v in self.as_dict().items())
-        return f"<RedisCacheStats {fields}>"
 
 
 class RedisTokenCache(RedisStore):
