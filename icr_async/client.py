@@ -24,7 +24,7 @@ from typing import Any, Protocol, TypeVar
 import aiohttp
 
 from ._backoff import BackoffStore, MemoryBackoffStore, hold
-from ._clock import Clock, parse_http_date, system_clock
+from ._clock import Clock, system_clock
 from ._config import (
     DEFAULT_API_VERSION,
     PRODUCTION_URL,
@@ -48,6 +48,7 @@ from ._sansio import (
     path_param,
     read_pagination,
     request_id,
+    server_time,
 )
 from ._signers import Signer, check_signers
 from ._tokens import ClientStats, MemoryTokenCache, TokenCache, TokenManager
@@ -87,6 +88,10 @@ Sleep = Callable[[float], Awaitable[None]]
 
 
 class _Auth(Protocol):
+    # The installation a credential speaks for (None: the app), e.g. the scope a back-off
+    # pauses.
+    installation_id: str | None
+
     async def credential(self) -> str: ...
 
     async def unauthorized(
@@ -113,6 +118,7 @@ class _JWTAuth:
     clock and re-signs; a refused key moves to the next signer of a rotation list."""
 
     __slots__ = ("_client",)
+    installation_id: str | None = None
 
     def __init__(self, client: AsyncICRClient) -> None:
         self._client = client
@@ -158,6 +164,7 @@ class _StaticAuth:
     """A bearer credential given by the caller (revoking a token); never recovered."""
 
     __slots__ = ("_value",)
+    installation_id: str | None = None
 
     def __init__(self, value: str) -> None:
         self._value = value
@@ -172,19 +179,19 @@ class _StaticAuth:
 class _TokenAuth:
     """A cached installation or app token; a 401 drops it and mints once more."""
 
-    __slots__ = ("_client", "_installation_id", "_key", "_last")
+    __slots__ = ("_client", "_key", "_last", "installation_id")
 
     def __init__(self, client: AsyncICRClient, key: str, installation_id: str | None) -> None:
         self._client = client
         self._key = key
-        self._installation_id = installation_id
+        self.installation_id = installation_id
         self._last: Token | None = None
 
     async def credential(self) -> str:
         tokens = self._client._tokens
         token = tokens.peek_fresh(self._key)
         if token is None:
-            token = await tokens.get(self._key, self._installation_id)
+            token = await tokens.get(self._key, self.installation_id)
         self._last = token
         return token.token
 
@@ -215,7 +222,7 @@ class _TokenAuth:
         logger.info(
             "the server refused the cached token %s for %s; minting a new one",
             mask_token(credential),
-            f"installation {self._installation_id}" if self._installation_id else "the app",
+            f"installation {self.installation_id}" if self.installation_id else "the app",
         )
         await client._tokens.invalidate(self._key, credential)
         return True
@@ -563,7 +570,7 @@ class AsyncICRClient:
                 await hold(
                     backoff,
                     self._app_scope,
-                    getattr(auth, "_installation_id", None),
+                    auth.installation_id,
                     sleep=self._sleep,
                     deadline=deadline,
                     max_wait=policy.max_retry_after,
@@ -683,13 +690,11 @@ class AsyncICRClient:
                 resp.body,
                 method=method,
                 path=path,
-                now=self._clock() + self._sync.offset,
+                now=self._sync.now(),
             )
             if error.retry_after is not None and status in (429, 503):
                 # Every request sharing the store waits too, not only this one's retry.
-                await backoff.pause(
-                    self._app_scope, getattr(auth, "_installation_id", None), error.retry_after
-                )
+                await backoff.pause(self._app_scope, auth.installation_id, error.retry_after)
             failures += 1
             if not (may_retry and policy.retries_status(status) and failures < policy.attempts):
                 raise error
@@ -791,10 +796,7 @@ class AsyncICRClient:
 
     def _local_expiry(self, expires_at: float, headers: Mapping[str, str]) -> float:
         """Turn the server's ``expiresAt`` into this machine's clock."""
-        server_now = parse_http_date(headers.get("Date"))
-        if server_now is not None:
-            return self._clock() + (expires_at - server_now)
-        return expires_at - self._sync.offset
+        return self._clock() + (expires_at - server_time(headers, self._sync.now()))
 
     async def _mint(self, installation_id: str | None) -> Token:
         """Mint one token (installation or, for ``None``, app) for the token manager."""

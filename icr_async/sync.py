@@ -325,9 +325,8 @@ class _Handle:
             if self.closed:
                 raise ClientClosedError("the client is closed; create a new one")
             generation = _fork.generation
-            if (
-                self.generation == generation
-            ):  # another thread attached while we waited for the lock
+            # Another thread may have attached while we waited for the lock.
+            if self.generation == generation:
                 return
             # First call in this process (or in this forked child): lease the shared loop.
             # A lease taken in the parent is not given back here; the parent's loop is gone.

@@ -21,7 +21,7 @@ import math
 import re
 import types
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Generic, Literal, TypedDict, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypedDict, TypeVar, cast, overload
 
 import attrs
 
@@ -76,40 +76,33 @@ def _seconds(value: object) -> float | None:
     return seconds if math.isfinite(seconds) else None
 
 
+def _one_of(value: object, name: str, choices: tuple[int, int] | tuple[str, str]) -> Any:
+    # The choice ``value`` equals (a number for numeric choices: never True for 1).
+    for choice in choices:
+        if value == choice and (isinstance(choice, str) or _is_number(value)):
+            return choice
+    shown = " or ".join(repr(choice) for choice in choices)
+    raise ValueError(f"{name} must be {shown}, not {value!r}")
+
+
 def check_page_base(value: object) -> PageBase:
     """``value`` if it is 0 or 1; ``ValueError`` otherwise."""
-    if value == 0 and _is_number(value):
-        return 0
-    if value == 1 and _is_number(value):
-        return 1
-    raise ValueError(f"page_base must be 0 or 1, not {value!r}")
+    return cast(PageBase, _one_of(value, "page_base", (0, 1)))
 
 
 def check_page_end_style(value: object) -> PageEndStyle:
     """``value`` if it is ``"null"`` or ``"absent"``; ``ValueError`` otherwise."""
-    if value == "null":
-        return "null"
-    if value == "absent":
-        return "absent"
-    raise ValueError(f"page_end_style must be 'null' or 'absent', not {value!r}")
+    return cast(PageEndStyle, _one_of(value, "page_end_style", ("null", "absent")))
 
 
 def check_post_status(value: object) -> PostStatus:
     """``value`` if it is 200 or 201; ``ValueError`` otherwise."""
-    if value == 200 and _is_number(value):
-        return 200
-    if value == 201 and _is_number(value):
-        return 201
-    raise ValueError(f"post_status must be 200 or 201, not {value!r}")
+    return cast(PostStatus, _one_of(value, "post_status", (200, 201)))
 
 
 def check_retry_after_style(value: object) -> RetryAfterStyle:
     """``value`` if it is ``"seconds"`` or ``"http-date"``; ``ValueError`` otherwise."""
-    if value == "seconds":
-        return "seconds"
-    if value == "http-date":
-        return "http-date"
-    raise ValueError(f"retry_after_style must be 'seconds' or 'http-date', not {value!r}")
+    return cast(RetryAfterStyle, _one_of(value, "retry_after_style", ("seconds", "http-date")))
 
 
 def check_request_id_header(value: object) -> str | None:
