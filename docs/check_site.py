@@ -240,7 +240,9 @@ async def check_reference(page: Page, base: str, screenshot: Path) -> None:
         )
         if not found:
             raise CheckFailed(f"the API reference has no AsyncICRClient.{member}")
-    await page.evaluate("document.getElementById('icr_async.InstallationClient').scrollIntoView()")
+    await page.evaluate(
+        "document.getElementById('icr_async.AsyncInstallationClient').scrollIntoView()"
+    )
     shot = await page.call("Page.captureScreenshot", format="png")
     await asyncio.to_thread(screenshot.write_bytes, base64.b64decode(shot["data"]))
     say(f"ok   API reference shows AsyncICRClient and its methods; screenshot {screenshot}")

@@ -9,6 +9,7 @@ The blocking twin is ``ICRClient``; the bundled emulator is ``icr_async.testing`
 
 from ._backoff import BackoffStore, MemoryBackoffStore
 from ._clock import Clock, ManualClock
+from ._compat import deprecated_names
 from ._config import DEFAULT_API_VERSION, PRODUCTION_URL, SANDBOX_URL, Timeouts
 from ._hooks import RequestEvent, ResponseEvent
 from ._idempotency import ActionClaim, ActionRecord, IdempotencyStore, MemoryIdempotencyStore
@@ -17,7 +18,7 @@ from ._retry import RetryPolicy
 from ._signers import Signer, public_key_fingerprint
 from ._tokens import ClientStats, MemoryTokenCache, TokenCache
 from ._version import __version__
-from .client import AppTokenClient, AsyncICRClient, InstallationClient
+from .client import AsyncAppTokenClient, AsyncICRClient, AsyncInstallationClient
 from .errors import (
     ActionOutcomeUnknownError,
     APIError,
@@ -76,7 +77,15 @@ from .models import (
     WarehouseCredit,
     WarehouseInventory,
 )
-from .sync import ICRClient, SyncAppTokenClient, SyncInstallationClient
+from .sync import AppTokenClient, ICRClient, InstallationClient
+
+# Renamed in 0.2 (httpx's naming: the blocking class has the plain name, the asyncio one
+# ``Async...``); the old names work for one more release, with a DeprecationWarning.
+__getattr__ = deprecated_names(
+    "icr_async",
+    globals(),
+    {"SyncInstallationClient": "InstallationClient", "SyncAppTokenClient": "AppTokenClient"},
+)
 
 __all__ = [
     "DEFAULT_API_VERSION",
@@ -90,7 +99,9 @@ __all__ = [
     "Address",
     "AppAccessToken",
     "AppTokenClient",
+    "AsyncAppTokenClient",
     "AsyncICRClient",
+    "AsyncInstallationClient",
     "AuthenticationError",
     "BackoffPausedError",
     "BackoffStore",
@@ -146,8 +157,6 @@ __all__ = [
     "ServerError",
     "Signer",
     "SignerError",
-    "SyncAppTokenClient",
-    "SyncInstallationClient",
     "Timeouts",
     "Token",
     "TokenCache",

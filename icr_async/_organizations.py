@@ -1,8 +1,8 @@
 """Typed endpoints of the installation-scoped and app-token clients.
 
-``OrganizationEndpoints`` (mixed into ``InstallationClient``) covers what an installation
+``OrganizationEndpoints`` (mixed into ``AsyncInstallationClient``) covers what an installation
 token unlocks: the organization, its inventory and credit requests, and the warehouse with
-its reservations. ``ProjectEndpoints`` (mixed into ``AppTokenClient``) lists public projects.
+its reservations. ``ProjectEndpoints`` (mixed into ``AsyncAppTokenClient``) lists public projects.
 
 Nothing here speaks HTTP: every method builds a path (ids through ``path_param``) and a body,
 then calls the ``_TokenScopedClient`` helpers, so tokens, retries, deadlines and errors work
@@ -152,7 +152,7 @@ def _fingerprint(*parts: Any) -> str:
 class OrganizationEndpoints(_Base):
     """The organization, inventory and warehouse endpoints of an installation token.
 
-    Mixed into ``InstallationClient``: the organization is the installation's own (its id
+    Mixed into ``AsyncInstallationClient``: the organization is the installation's own (its id
     comes from the cached token). Reading needs the matching permission at any level;
     credit actions and reservations need ``WRITE`` (with ``REQUEST`` a credit action waits
     for the organization's approval as a pending credit request).
@@ -565,7 +565,7 @@ class OrganizationEndpoints(_Base):
 
 
 class ProjectEndpoints(_Base):
-    """Public endpoints any token may call; mixed into ``AppTokenClient``."""
+    """Public endpoints any token may call; mixed into ``AsyncAppTokenClient``."""
 
     async def list_projects(self, *, limit: int = 10, page: int = 0) -> Page[Project]:
         """``GET /projects``: one page of public projects."""

@@ -71,7 +71,7 @@ from .models import (
     Token,
 )
 
-__all__ = ["AppTokenClient", "AsyncICRClient", "InstallationClient"]
+__all__ = ["AsyncAppTokenClient", "AsyncICRClient", "AsyncInstallationClient"]
 
 logger = logging.getLogger("icr_async")
 
@@ -966,14 +966,14 @@ class AsyncICRClient:
 
     # -- derived clients ---------------------------------------------------------------
 
-    def installation(self, installation_id: str | int) -> InstallationClient:
+    def installation(self, installation_id: str | int) -> AsyncInstallationClient:
         """A client that acts as one installation, with its token cached and refreshed."""
-        return InstallationClient(self, installation_id)
+        return AsyncInstallationClient(self, installation_id)
 
-    def app_token_client(self) -> AppTokenClient:
+    def app_token_client(self) -> AsyncAppTokenClient:
         """A client that uses the (cached) app access token, for app-level endpoints such as
         ``/projects``."""
-        return AppTokenClient(self)
+        return AsyncAppTokenClient(self)
 
 
 class _TokenScopedClient:
@@ -1116,7 +1116,7 @@ class _TokenScopedClient:
         )
 
 
-class InstallationClient(OrganizationEndpoints, _TokenScopedClient):
+class AsyncInstallationClient(OrganizationEndpoints, _TokenScopedClient):
     """Acts as one installation: every request carries its installation token.
 
     Derived with ``AsyncICRClient.installation(id)``; shares the parent's connection pool and
@@ -1148,10 +1148,10 @@ class InstallationClient(OrganizationEndpoints, _TokenScopedClient):
         return organization_id
 
     def __repr__(self) -> str:
-        return f"<InstallationClient installation_id={self.installation_id!r} app_id={self._parent.app_id!r}>"
+        return f"<AsyncInstallationClient installation_id={self.installation_id!r} app_id={self._parent.app_id!r}>"
 
 
-class AppTokenClient(ProjectEndpoints, _TokenScopedClient):
+class AsyncAppTokenClient(ProjectEndpoints, _TokenScopedClient):
     """Uses the app access token (cached like installation tokens) for app-level and
     semi-public endpoints such as ``/projects``."""
 
@@ -1159,4 +1159,4 @@ class AppTokenClient(ProjectEndpoints, _TokenScopedClient):
         super().__init__(parent, parent._app_token_key, None)
 
     def __repr__(self) -> str:
-        return f"<AppTokenClient app_id={self._parent.app_id!r}>"
+        return f"<AsyncAppTokenClient app_id={self._parent.app_id!r}>"

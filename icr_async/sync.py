@@ -5,7 +5,7 @@
 ...         token = client.installation(installation.id).get_token()
 
 Nothing here implements a request. Each public method of ``AsyncICRClient``,
-``InstallationClient`` and ``AppTokenClient`` has a twin made by one typed line
+``AsyncInstallationClient`` and ``AsyncAppTokenClient`` has a twin made by one typed line
 (``get_installation = _blocking(AsyncICRClient.get_installation)``): the twin builds the very
 coroutine the async client would, runs it on the shared loop and waits for its value. Thanks to
 ``ParamSpec`` mypy sees ``ICRClient.get_installation`` as
@@ -58,7 +58,8 @@ from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar,
 import anyio.from_thread
 
 from . import _fork
-from .client import AppTokenClient, AsyncICRClient, InstallationClient, _TokenScopedClient
+from ._compat import deprecated_names
+from .client import AsyncAppTokenClient, AsyncICRClient, AsyncInstallationClient, _TokenScopedClient
 from .errors import BlockingCallError, ClientClosedError
 
 if TYPE_CHECKING:
@@ -70,7 +71,7 @@ if TYPE_CHECKING:
     from ._config import ClientConfig
     from ._tokens import ClientStats
 
-__all__ = ["ICRClient", "SyncAppTokenClient", "SyncInstallationClient"]
+__all__ = ["AppTokenClient", "ICRClient", "InstallationClient"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -595,8 +596,8 @@ class _SyncTokenScopedClient(_Bridge):
     revoke = _blocking(_TokenScopedClient.revoke)
 
 
-class SyncInstallationClient(_SyncTokenScopedClient):
-    """The blocking twin of ``InstallationClient``: acts as one installation.
+class InstallationClient(_SyncTokenScopedClient):
+    """The blocking twin of ``AsyncInstallationClient``: acts as one installation.
 
     Get one with ``ICRClient.installation(id)``; it shares the app client's loop, connection
     pool and token cache, so making many is cheap.
@@ -604,9 +605,9 @@ class SyncInstallationClient(_SyncTokenScopedClient):
 
     __slots__ = ()
 
-    _core: InstallationClient
+    _core: AsyncInstallationClient
 
-    def __init__(self, parent: ICRClient, core: InstallationClient) -> None:
+    def __init__(self, parent: ICRClient, core: AsyncInstallationClient) -> None:
         super().__init__(parent, core)
 
     @property
@@ -614,59 +615,59 @@ class SyncInstallationClient(_SyncTokenScopedClient):
         """The installation this client acts as."""
         return self._core.installation_id
 
-    organization_id = _blocking(InstallationClient.organization_id)
+    organization_id = _blocking(AsyncInstallationClient.organization_id)
 
     # -- the organization, its inventory and credit requests ----------------------------
-    get_organization = _blocking(InstallationClient.get_organization)
-    list_addresses = _blocking(InstallationClient.list_addresses)
-    list_retirements = _blocking(InstallationClient.list_retirements)
-    get_retirement_pdf = _blocking(InstallationClient.get_retirement_pdf)
-    get_inventory = _blocking(InstallationClient.get_inventory)
-    list_credit_requests = _blocking(InstallationClient.list_credit_requests)
-    iter_credit_requests = _iterating(InstallationClient.iter_credit_requests)
-    get_credit_request = _blocking(InstallationClient.get_credit_request)
+    get_organization = _blocking(AsyncInstallationClient.get_organization)
+    list_addresses = _blocking(AsyncInstallationClient.list_addresses)
+    list_retirements = _blocking(AsyncInstallationClient.list_retirements)
+    get_retirement_pdf = _blocking(AsyncInstallationClient.get_retirement_pdf)
+    get_inventory = _blocking(AsyncInstallationClient.get_inventory)
+    list_credit_requests = _blocking(AsyncInstallationClient.list_credit_requests)
+    iter_credit_requests = _iterating(AsyncInstallationClient.iter_credit_requests)
+    get_credit_request = _blocking(AsyncInstallationClient.get_credit_request)
 
     # -- credit actions (never retried automatically) -----------------------------------
-    create_credit_action = _blocking(InstallationClient.create_credit_action)
-    transfer_credits = _blocking(InstallationClient.transfer_credits)
-    retire_credits = _blocking(InstallationClient.retire_credits)
-    transfer_and_retire_credits = _blocking(InstallationClient.transfer_and_retire_credits)
-    cancel_credits = _blocking(InstallationClient.cancel_credits)
-    forget_action = _blocking(InstallationClient.forget_action)
+    create_credit_action = _blocking(AsyncInstallationClient.create_credit_action)
+    transfer_credits = _blocking(AsyncInstallationClient.transfer_credits)
+    retire_credits = _blocking(AsyncInstallationClient.retire_credits)
+    transfer_and_retire_credits = _blocking(AsyncInstallationClient.transfer_and_retire_credits)
+    cancel_credits = _blocking(AsyncInstallationClient.cancel_credits)
+    forget_action = _blocking(AsyncInstallationClient.forget_action)
 
     # -- the warehouse and its reservations ---------------------------------------------
-    get_warehouse_inventory = _blocking(InstallationClient.get_warehouse_inventory)
-    list_reservations = _blocking(InstallationClient.list_reservations)
-    iter_reservations = _iterating(InstallationClient.iter_reservations)
-    create_reservation = _blocking(InstallationClient.create_reservation)
-    finish_reservation = _blocking(InstallationClient.finish_reservation)
-    cancel_reservation = _blocking(InstallationClient.cancel_reservation)
+    get_warehouse_inventory = _blocking(AsyncInstallationClient.get_warehouse_inventory)
+    list_reservations = _blocking(AsyncInstallationClient.list_reservations)
+    iter_reservations = _iterating(AsyncInstallationClient.iter_reservations)
+    create_reservation = _blocking(AsyncInstallationClient.create_reservation)
+    finish_reservation = _blocking(AsyncInstallationClient.finish_reservation)
+    cancel_reservation = _blocking(AsyncInstallationClient.cancel_reservation)
 
     def __repr__(self) -> str:
         return (
-            f"<SyncInstallationClient installation_id={self.installation_id!r} "
+            f"<InstallationClient installation_id={self.installation_id!r} "
             f"app_id={self._parent.app_id!r}>"
         )
 
 
-class SyncAppTokenClient(_SyncTokenScopedClient):
-    """The blocking twin of ``AppTokenClient``: requests carry the cached app access token.
+class AppTokenClient(_SyncTokenScopedClient):
+    """The blocking twin of ``AsyncAppTokenClient``: requests carry the cached app access token.
 
     Get one with ``ICRClient.app_token_client()``.
     """
 
     __slots__ = ()
 
-    _core: AppTokenClient
+    _core: AsyncAppTokenClient
 
-    def __init__(self, parent: ICRClient, core: AppTokenClient) -> None:
+    def __init__(self, parent: ICRClient, core: AsyncAppTokenClient) -> None:
         super().__init__(parent, core)
 
-    list_projects = _blocking(AppTokenClient.list_projects)
-    iter_projects = _iterating(AppTokenClient.iter_projects)
+    list_projects = _blocking(AsyncAppTokenClient.list_projects)
+    iter_projects = _iterating(AsyncAppTokenClient.iter_projects)
 
     def __repr__(self) -> str:
-        return f"<SyncAppTokenClient app_id={self._parent.app_id!r}>"
+        return f"<AppTokenClient app_id={self._parent.app_id!r}>"
 
 
 class ICRClient(_Bridge):
@@ -762,5 +763,12 @@ class ICRClient(_Bridge):
 
     # -- derived clients ---------------------------------------------------------------
 
-    installation = _derived(AsyncICRClient.installation, SyncInstallationClient)
-    app_token_client = _derived(AsyncICRClient.app_token_client, SyncAppTokenClient)
+    installation = _derived(AsyncICRClient.installation, InstallationClient)
+    app_token_client = _derived(AsyncICRClient.app_token_client, AppTokenClient)
+
+
+__getattr__ = deprecated_names(
+    "icr_async.sync",
+    globals(),
+    {"SyncInstallationClient": "InstallationClient", "SyncAppTokenClient": "AppTokenClient"},
+)

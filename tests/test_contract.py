@@ -39,14 +39,14 @@ from icr_contract import (
 
 from icr_async import (
     AppAccessToken,
-    AppTokenClient,
+    AsyncAppTokenClient,
     AsyncICRClient,
     CreatedOrganization,
     Credit,
     CreditRequest,
     Installation,
     InstallationAccessToken,
-    InstallationClient,
+    AsyncInstallationClient,
     InvalidArgumentError,
     Inventory,
     NotFoundError,
@@ -137,7 +137,7 @@ async def test_every_documented_endpoint_answers_the_documented_shape(
     answers: dict[Endpoint, list[Any]] = {}
 
     async def call(
-        scope: AsyncICRClient | InstallationClient | AppTokenClient,
+        scope: AsyncICRClient | AsyncInstallationClient | AsyncAppTokenClient,
         method: str,
         path: str,
         **kwargs: Any,
@@ -145,7 +145,7 @@ async def test_every_documented_endpoint_answers_the_documented_shape(
         endpoint = match_endpoint(method, path)
         assert endpoint is not None, (method, path)
         if endpoint.response == PDF:
-            assert isinstance(scope, InstallationClient)
+            assert isinstance(scope, AsyncInstallationClient)
             body: Any = await scope.request_raw(method, path, **kwargs)
         else:
             body = await scope.request(method, path, **kwargs)
@@ -499,7 +499,7 @@ async def test_bad_arguments_raise_before_any_request_or_mint(
     make_client: Callable[..., AsyncICRClient],
     emulator: ICREmulator,
     app_id: str,
-    call: Callable[[InstallationClient], Any],
+    call: Callable[[AsyncInstallationClient], Any],
 ) -> None:
     recorder = Recorder()
     client = make_client(on_request=recorder)

@@ -20,7 +20,7 @@ from icr_async import (
     CreditRequest,
     CreditType,
     DuplicateActionError,
-    InstallationClient,
+    AsyncInstallationClient,
     InvalidArgumentError,
     ManualClock,
     NotFoundError,
@@ -48,14 +48,14 @@ def _inst(emulator: ICREmulator, app_id: str, index: int = 0) -> tuple[str, str]
 
 def _scoped(
     client: AsyncICRClient, emulator: ICREmulator, app_id: str, index: int = 0
-) -> tuple[InstallationClient, str]:
+) -> tuple[AsyncInstallationClient, str]:
     installation_id, org_id = _inst(emulator, app_id, index)
     return client.installation(installation_id), org_id
 
 
 def _with_permissions(
     client: AsyncICRClient, emulator: ICREmulator, app_id: str, permissions: dict[str, str]
-) -> tuple[InstallationClient, str]:
+) -> tuple[AsyncInstallationClient, str]:
     created = emulator.add_installation(app_id, permissions=permissions)
     return client.installation(created["id"]), created["organization"]["id"]
 

@@ -31,7 +31,7 @@ import pytest
 import icr_async.sync as sync_module
 from icr_async import (
     AppAccessToken,
-    AppTokenClient,
+    AsyncAppTokenClient,
     AsyncICRClient,
     BlockingCallError,
     ClientClosedError,
@@ -40,7 +40,7 @@ from icr_async import (
     ICRError,
     Installation,
     InstallationAccessToken,
-    InstallationClient,
+    AsyncInstallationClient,
     InvalidArgumentError,
     NotFoundError,
     Organization,
@@ -48,8 +48,8 @@ from icr_async import (
     PrivateKey,
     Project,
     RequestEvent,
-    SyncAppTokenClient,
-    SyncInstallationClient,
+    AppTokenClient,
+    InstallationClient,
     Token,
 )
 from icr_async.testing import EmulatorServer, Fault, ICREmulator
@@ -124,12 +124,12 @@ def _loop_threads() -> list[threading.Thread]:
 
 PAIRS: list[tuple[type, type]] = [
     (AsyncICRClient, ICRClient),
-    (InstallationClient, SyncInstallationClient),
-    (AppTokenClient, SyncAppTokenClient),
+    (AsyncInstallationClient, InstallationClient),
+    (AsyncAppTokenClient, AppTokenClient),
 ]
 # Methods whose twin has another name (the blocking spelling of the lifecycle).
 RENAMED = {"aclose": "close"}
-DERIVED = {"InstallationClient": "SyncInstallationClient", "AppTokenClient": "SyncAppTokenClient"}
+DERIVED = {"AsyncInstallationClient": "InstallationClient", "AsyncAppTokenClient": "AppTokenClient"}
 
 
 def _public_names(cls: type) -> list[str]:
@@ -221,14 +221,14 @@ def test_public_instance_attributes_are_mirrored(private_key_pem: str) -> None:
 
 
 def test_parity_check_fails_loudly_for_a_new_async_method() -> None:
-    class Grown(InstallationClient):
+    class Grown(AsyncInstallationClient):
         async def get_widget(self, widget_id: str) -> dict[str, Any]:
             raise NotImplementedError
 
         def iter_widgets(self, *, page_size: int = 100) -> Any:
             raise NotImplementedError
 
-    problems = parity_problems(Grown, SyncInstallationClient)
+    problems = parity_problems(Grown, InstallationClient)
     assert any("get_widget is missing" in p for p in problems)
     assert any("iter_widgets is missing" in p for p in problems)
 
@@ -286,7 +286,7 @@ def test_calls_return_plain_values(
     assert raw["id"] == first
 
     scoped = sync_client.installation(first)
-    assert isinstance(scoped, SyncInstallationClient)
+    assert isinstance(scoped, InstallationClient)
     assert scoped.installation_id == first
     token = scoped.get_token()
     assert isinstance(token, Token)
@@ -301,7 +301,7 @@ def test_calls_return_plain_values(
     assert scoped.revoke() is True
 
     app_scoped = sync_client.app_token_client()
-    assert isinstance(app_scoped, SyncAppTokenClient)
+    assert isinstance(app_scoped, AppTokenClient)
     projects = app_scoped.request("GET", "/projects", params={"limit": 2})
     assert isinstance(projects, dict)
     assert isinstance(app_scoped.get_token(), Token)
@@ -311,7 +311,7 @@ def test_calls_return_plain_values(
     assert sync_client.key_fingerprint
     assert sync_client.stats.requests >= 8
     assert "ICRClient" in repr(sync_client)
-    assert "SyncAppTokenClient" in repr(app_scoped)
+    assert "AppTokenClient" in repr(app_scoped)
     assert type(ICRClient.base_url).__name__ == "_Forward"
 
 

@@ -30,8 +30,8 @@ if TYPE_CHECKING:
         Page,
         Project,
         Reservation,
-        SyncAppTokenClient,
-        SyncInstallationClient,
+        AppTokenClient,
+        InstallationClient,
         Token,
     )
 
@@ -54,8 +54,8 @@ if TYPE_CHECKING:
             CreatedOrganization,
         )
         assert_type(client.request("GET", "/app/installations"), Any)
-        assert_type(client.installation("x"), SyncInstallationClient)
-        assert_type(client.app_token_client(), SyncAppTokenClient)
+        assert_type(client.installation("x"), InstallationClient)
+        assert_type(client.app_token_client(), AppTokenClient)
         assert_type(client.close(), None)
         assert_type(client.closed, bool)
         assert_type(client.app_id, str)
