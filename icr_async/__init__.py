@@ -14,9 +14,11 @@ from ._config import DEFAULT_API_VERSION, PRODUCTION_URL, SANDBOX_URL, Timeouts
 from ._hooks import RequestEvent, ResponseEvent
 from ._idempotency import ActionClaim, ActionRecord, IdempotencyStore, MemoryIdempotencyStore
 from ._keys import PrivateKey
+from ._request import Request, RequestOptions
 from ._retry import RetryPolicy
 from ._signers import Signer, public_key_fingerprint
 from ._tokens import ClientStats, MemoryTokenCache, TokenCache
+from ._transport import AiohttpTransport, Response, Transport
 from ._version import __version__
 from .client import AsyncAppTokenClient, AsyncICRClient, AsyncInstallationClient
 from .errors import (
@@ -46,6 +48,9 @@ from .errors import (
     UnprocessableEntityError,
     UnreadableActionResultError,
     UnsupportedAPIVersionError,
+    WebhookError,
+    WebhookPayloadError,
+    WebhookSignatureError,
 )
 from .models import (
     AccessToken,
@@ -73,6 +78,7 @@ from .models import (
     Retirement,
     RetirementData,
     Token,
+    Transaction,
     User,
     WarehouseCredit,
     WarehouseInventory,
@@ -97,6 +103,7 @@ __all__ = [
     "ActionOutcomeUnknownError",
     "ActionRecord",
     "Address",
+    "AiohttpTransport",
     "AppAccessToken",
     "AppTokenClient",
     "AsyncAppTokenClient",
@@ -144,11 +151,14 @@ __all__ = [
     "ProjectRef",
     "RateLimitedError",
     "RedirectError",
+    "Request",
     "RequestEvent",
+    "RequestOptions",
     "RequestTimeoutError",
     "Reservation",
     "ReservationAction",
     "Reserver",
+    "Response",
     "ResponseDecodeError",
     "ResponseEvent",
     "Retirement",
@@ -161,6 +171,8 @@ __all__ = [
     "Token",
     "TokenCache",
     "TokenError",
+    "Transaction",
+    "Transport",
     "TransportError",
     "UnprocessableEntityError",
     "UnreadableActionResultError",
@@ -168,6 +180,9 @@ __all__ = [
     "User",
     "WarehouseCredit",
     "WarehouseInventory",
+    "WebhookError",
+    "WebhookPayloadError",
+    "WebhookSignatureError",
     "__version__",
     "public_key_fingerprint",
 ]

@@ -18,6 +18,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from typing import IO, Any, NoReturn
 
 from ._retry import RetryPolicy
+from ._signers import Signer
 from .client import AsyncICRClient
 
 __all__ = [
@@ -163,27 +164,16 @@ def _setting(args: argparse.Namespace, name: str) -> Any:
     return getattr(args, name, None)
 
 
-def _require_key_source(args: argparse.Namespace) -> None:
-    if not (
-        _setting(args, "private_key_path")
-        or os.environ.get("ICR_PRIVATE_KEY")
-        or os.environ.get("ICR_PRIVATE_KEY_PATH")
-    ):
-        raise UsageError(
-            "no private key",
-            "pass --private-key-path FILE, or set ICR_PRIVATE_KEY_PATH (a PEM file) "
-            "or ICR_PRIVATE_KEY (the PEM text)",
-        )
-
-
-def _make_client(args: argparse.Namespace, *, retry: RetryPolicy | None = None) -> AsyncICRClient:
-    app_id = _setting(args, "app_id") or os.environ.get("ICR_APP_ID")
-    if not app_id:
-        raise UsageError("no app id", "pass --app-id or set ICR_APP_ID")
-    _require_key_source(args)
+def _make_client(
+    args: argparse.Namespace, *, retry: RetryPolicy | None = None, signer: Signer | None = None
+) -> AsyncICRClient:
+    """The client from the flags; what a flag leaves out, the SDK's own settings resolution
+    takes from the environment (``ICR_APP_ID``, ``ICR_PRIVATE_KEY[_PATH]``, ``ICR_BASE_URL``,
+    ``ICR_API_VERSION``), with the same checks and messages (put in shell terms on exit)."""
     client = AsyncICRClient(
-        app_id,
-        private_key_path=_setting(args, "private_key_path"),
+        _setting(args, "app_id"),
+        private_key_path=None if signer is not None else _setting(args, "private_key_path"),
+        signer=signer,
         base_url=_setting(args, "base_url"),
         sandbox=bool(_setting(args, "sandbox")),
         api_version=_setting(args, "api_version"),
@@ -199,10 +189,11 @@ def _run_with_client(
     command: Callable[[argparse.Namespace, AsyncICRClient], Coroutine[Any, Any, int]],
     *,
     retry: RetryPolicy | None = None,
+    signer: Signer | None = None,
 ) -> int:
     async def run() -> int:
         # Built inside the loop: the client's session belongs to the loop it first runs on.
-        async with _make_client(args, retry=retry) as client:
+        async with _make_client(args, retry=retry, signer=signer) as client:
             return await command(args, client)
 
     return asyncio.run(run())

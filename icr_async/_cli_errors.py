@@ -109,6 +109,11 @@ _SHELL_TERMS: tuple[tuple[re.Pattern[str], str], ...] = (
         re.compile(r"\bpass private_key_password=$"),
         "decrypt it first (openssl pkey -in KEY -out PLAIN); the command line takes no password",
     ),
+    (re.compile(r"\bpass app_id= or\b"), "pass --app-id or"),
+    (
+        re.compile(r"\bpass private_key= \(PEM\) or private_key_path=,"),
+        "pass --private-key-path,",
+    ),
     (re.compile(r"\bprivate_key_path="), "--private-key-path"),
     (re.compile(r"\bbase_url\b"), "the base URL"),
     (re.compile(r"\bapi_version\b"), "the API version"),

@@ -26,9 +26,11 @@ from ._cli_common import (
     write_stdout_bytes,
 )
 from ._redact import redact_headers
+from ._request import RequestOptions
 from ._sansio import PageTracker, check_page_args, decode_json, read_pagination
-from ._transport import RawResponse
-from .client import _SAFE_METHODS, AsyncICRClient, _Auth, _check_method, _check_path
+from ._scoped import Caller
+from ._transport import Response
+from .client import AsyncICRClient
 from .errors import InvalidArgumentError
 
 __all__ = ["DEFAULT_PAGE_LIMIT", "cmd_request", "is_binary"]
@@ -126,7 +128,7 @@ def is_binary(content_type: str | None, body: bytes) -> bool:
     return False
 
 
-def _write_head(resp: RawResponse, out: IO[str]) -> None:
+def _write_head(resp: Response, out: IO[str]) -> None:
     """The status line and every header, as curl -i and gh api -i show them, credentials
     masked (a ``Set-Cookie`` or an echoed token is nobody's business in a terminal log)."""
     try:
@@ -143,15 +145,15 @@ def _write_head(resp: RawResponse, out: IO[str]) -> None:
     out.flush()
 
 
-def _emit(args: argparse.Namespace, resp: RawResponse) -> None:
+def _emit(args: argparse.Namespace, resp: Response) -> None:
     """Print one answer: JSON pretty-printed, anything else as its raw bytes."""
     if args.output is not None:
         # The bytes as the server sent them, JSON or not, like curl --output.
         with atomic_output(args.output, binary=True) as out:
-            out.write(resp.body)
+            out.write(resp.content)
         return
     try:
-        data = json.loads(resp.body) if resp.body else None
+        data = json.loads(resp.content) if resp.content else None
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         pass
     else:
@@ -161,13 +163,13 @@ def _emit(args: argparse.Namespace, resp: RawResponse) -> None:
             _print_json(data)
         return
     content_type = resp.headers.get("Content-Type")
-    if sys.stdout.isatty() and is_binary(content_type, resp.body):
+    if sys.stdout.isatty() and is_binary(content_type, resp.content):
         raise UsageError(
-            f"the answer is binary ({content_type or 'no content type'}, {len(resp.body)} bytes) "
+            f"the answer is binary ({content_type or 'no content type'}, {len(resp.content)} bytes) "
             "and stdout is a terminal; nothing printed",
             "pass --output FILE, or redirect stdout to a file",
         )
-    write_stdout_bytes(resp.body)
+    write_stdout_bytes(resp.content)
 
 
 # -- sending ------------------------------------------------------------------------------
@@ -175,33 +177,24 @@ def _emit(args: argparse.Namespace, resp: RawResponse) -> None:
 
 async def _send(
     args: argparse.Namespace, client: AsyncICRClient, params: Mapping[str, Any] | None
-) -> RawResponse:
+) -> Response:
     """One request with the credential the path needs; a 2xx answer, undecoded.
 
-    The SDK's public ``request`` returns decoded JSON only; this command also needs the
-    status, the headers and bytes that are not JSON, so it goes one level down, to the
-    pipeline every SDK call uses (auth recovery, retries of safe methods, typed errors).
+    ``request_response`` gives the status, the headers and bytes that need not be JSON,
+    through the pipeline every SDK call uses (auth recovery, retries of safe methods, typed
+    errors).
     """
-    method = _check_method(args.method)
-    path = _check_path(args.path)
-    auth: _Auth
+    caller: Caller
     if args.installation is not None:
-        auth = client.installation(args.installation)._auth
-    elif path.startswith("/app/"):
-        auth = client._jwt_auth
+        caller = client.installation(args.installation)
+    elif args.path.startswith("/app/"):
+        caller = client
     else:
-        auth = client.app_token_client()._auth
-    kwargs: dict[str, Any] = {}
+        caller = client.app_token_client()
+    options: RequestOptions = {"params": params or None}
     if args.body is not _NO_DATA:
-        kwargs["json"] = args.body
-    return await client._send(
-        method,
-        path,
-        auth=auth,
-        params=params or None,
-        safe=method in _SAFE_METHODS,
-        **kwargs,
-    )
+        options["json"] = args.body
+    return await caller.request_response(args.method, args.path, **options)
 
 
 def _list_key(data: Any, path: str) -> str:
@@ -239,7 +232,9 @@ async def _paginate(args: argparse.Namespace, client: AsyncICRClient) -> int:
             resp = await _send(args, client, {**params, "limit": limit, "page": tracker.page})
             if args.include:
                 _write_head(resp, sys.stdout)
-            data = decode_json(resp.status, resp.headers, resp.body, method="GET", path=args.path)
+            data = decode_json(
+                resp.status, resp.headers, resp.content, method="GET", path=args.path
+            )
             if key is None:
                 key = _list_key(data, args.path)
             items, pagination = read_pagination(data, key, method="GET", path=args.path)

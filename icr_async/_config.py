@@ -11,7 +11,7 @@ import ipaddress
 import math
 import re
 import ssl
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 import attrs
@@ -31,9 +31,12 @@ __all__ = [
     "normalize_base_url",
 ]
 
-PRODUCTION_URL = "https://api.carbonregistry.com"
-SANDBOX_URL = "https://sandbox-api.carbonregistry.com"
-DEFAULT_API_VERSION = "2023-06-16"
+PRODUCTION_URL: Final[str] = "https://api.carbonregistry.com"
+"""The ICR Apps API in production (the default ``base_url``)."""
+SANDBOX_URL: Final[str] = "https://sandbox-api.carbonregistry.com"
+"""The ICR sandbox, for trying an app against test data."""
+DEFAULT_API_VERSION: Final[str] = "2023-06-16"
+"""The API version (a release date) sent when none is configured."""
 USER_AGENT = f"icr-async/{__version__}"
 
 _VERSION_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")

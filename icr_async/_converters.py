@@ -1,11 +1,27 @@
 """The one private cattrs converter: camelCase JSON <-> snake_case models.
 
-Every hook is registered here, in ``make_converter()``, and never on
+Every model the SDK reads, API answers and webhook payloads alike, goes through this module,
+and every rule is written here once:
+
+* **Scalar rules** live in :data:`RULES`, one :class:`Rule` per declared type (``str``,
+  ``int``, ``bool``, ``float``, ``datetime``, ``Permissions``). ``make_converter()`` registers
+  each rule as the cattrs hook for its type (and for ``type | None``), and the compiled fast
+  path (:func:`_fast_fn`) inlines the same rule's *plain* branch (the JSON shape ICR normally
+  sends), handing every other shape to cattrs, so the two can never disagree.
+* **Ids and other text** (``str``): a string as sent; an integer as its decimal text (ICR ids
+  are UUID strings, but its documentation examples use integers such as ``67890``); anything
+  else, floats and booleans included, is refused: ``str(67890.0)`` is ``"67890.0"``, not the
+  id the server meant, and a wrong id would go on to build request paths and cache keys.
+* **Models**: keys are camelCase; unknown keys are kept in a model's ``extra`` field when it
+  has one and ignored otherwise; a field marked :data:`LOCAL` (``metadata=LOCAL``) is never
+  read from JSON; a missing required key raises ``ResponseDecodeError`` naming the field,
+  with the cattrs error as ``__cause__``; date-times accept ``Z``, offsets and any number of
+  fractional digits, and naive ones are taken as UTC.
+
+Hooks are registered on the converter ``make_converter()`` builds, never on
 ``cattrs.global_converter`` (that would change the behaviour of other libraries in the same
-process). Rules: unknown keys are kept in a model's ``extra`` field when it has one and
-ignored otherwise; a missing required key raises ``ResponseDecodeError`` naming the field,
-with the cattrs error as ``__cause__``; date-times accept ``Z``, offsets and any number of
-fractional digits, and naive ones are taken as UTC.
+process). There is one converter: it runs with cattrs' detailed validation, so a failure
+names its field without a second pass; the plain shapes never reach it.
 """
 
 from __future__ import annotations
@@ -13,7 +29,7 @@ from __future__ import annotations
 import datetime
 import re
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import attrs
 import cattrs
@@ -22,12 +38,28 @@ from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, overrid
 from .errors import ResponseDecodeError
 from .models import Permissions
 
-__all__ = ["camel", "converter", "make_converter", "structure"]
+__all__ = [
+    "LOCAL",
+    "RULES",
+    "DecodeFailure",
+    "Rule",
+    "camel",
+    "converter",
+    "decode",
+    "make_converter",
+    "parse_datetime",
+    "structure",
+    "unstructure",
+]
 
 T = TypeVar("T")
 
 _CAMEL_RE = re.compile(r"_([a-z0-9])")
 _FRACTION_RE = re.compile(r"\.(\d+)")
+
+LOCAL: Final[Mapping[str, Any]] = {"icr_async.local": True}
+"""``attrs.field(metadata=LOCAL)``: a field the SDK fills itself, never read from JSON (a
+webhook event's ``verified`` flag must not come from the payload)."""
 
 
 def camel(name: str) -> str:
@@ -81,27 +113,70 @@ def _format_datetime(dt: datetime.datetime) -> str:
     return text.replace("+00:00", "Z")
 
 
-def _structure_permissions(value: Any, _: Any) -> Permissions:
-    if value is None:
-        return Permissions()
-    if not isinstance(value, Mapping):
-        raise TypeError(f"permissions must be an object, got {type(value).__name__}")
-    return Permissions(value)
+# --------------------------------------------------------------------------- the rules
 
 
-def _structure_str(value: Any, _: Any) -> str:
-    if type(value) is str:
-        return value
-    # ICR ids are UUID strings, but documentation examples use numbers (67890): accept both,
-    # and refuse containers instead of turning them into "[...]".
+@attrs.frozen
+class Rule:
+    """How a value declared as one type is read: the whole rule, in one place.
+
+    A value whose type is exactly one of ``plain`` (the JSON shape ICR normally sends) becomes
+    ``convert(value)``, or stays as it is when ``convert`` is ``None``; every other value goes
+    to ``other``, which converts it or raises ``TypeError``/``ValueError``. The cattrs hook
+    and the compiled fast path are both made from this object.
+    """
+
+    plain: tuple[type[Any], ...]
+    convert: Callable[[Any], Any] | None
+    other: Callable[[Any], Any]
+
+    def hook(self) -> Callable[[Any, Any], Any]:
+        """The cattrs structure hook applying this rule."""
+        plain, convert, other = self.plain, self.convert, self.other
+        if len(plain) == 1:
+            (only,) = plain
+            if convert is None:
+
+                def one_as_is(value: Any, _: Any) -> Any:
+                    return value if type(value) is only else other(value)
+
+                return one_as_is
+
+            def one_converted(value: Any, _: Any) -> Any:
+                return convert(value) if type(value) is only else other(value)
+
+            return one_converted
+
+        def many(value: Any, _: Any) -> Any:
+            if type(value) in plain:
+                return value if convert is None else convert(value)
+            return other(value)
+
+        return many
+
+
+def _text(value: Any) -> str:
     if isinstance(value, str):
-        return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
-    raise TypeError(f"expected a string, got {type(value).__name__}")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(int(value))  # decimal text, also for int subclasses
+    # Refused: containers (never "[...]"), booleans, and floats (str(67890.0) is not an id).
+    raise TypeError(f"expected a string (or an integer id), got {type(value).__name__}")
 
 
-def _structure_bool(value: Any, _: Any) -> bool:
+def _integer(value: Any) -> int:
+    if isinstance(value, bool):
+        raise TypeError("expected an integer, got a boolean")
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    raise TypeError(f"expected an integer, got {value!r}")
+
+
+def _boolean(value: Any) -> bool:
     if isinstance(value, bool):
         return value
     if value in (0, 1):
@@ -111,16 +186,34 @@ def _structure_bool(value: Any, _: Any) -> bool:
     raise TypeError(f"expected a boolean, got {value!r}")
 
 
-def _structure_int(value: Any, _: Any) -> int:
+def _number(value: Any) -> float:
     if isinstance(value, bool):
-        raise TypeError("expected an integer, got a boolean")
-    if isinstance(value, int):
+        raise TypeError("expected a number, got a boolean")
+    if isinstance(value, (int, float)):
         return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
-    raise TypeError(f"expected an integer, got {value!r}")
+    if isinstance(value, str):
+        return float(value)  # ValueError for text that is not a number
+    raise TypeError(f"expected a number, got {type(value).__name__}")
+
+
+def _permissions(value: Any) -> Permissions:
+    if value is None:
+        return Permissions()
+    if not isinstance(value, Mapping):
+        raise TypeError(f"permissions must be an object, got {type(value).__name__}")
+    return Permissions(value)
+
+
+RULES: Final[Mapping[type[Any], Rule]] = {
+    str: Rule((str,), None, _text),
+    int: Rule((int,), None, _integer),
+    bool: Rule((bool,), None, _boolean),
+    # A JSON number stays as sent (5 stays an int: exact, and equal to 5.0).
+    float: Rule((float, int), None, _number),
+    datetime.datetime: Rule((str,), parse_datetime, parse_datetime),
+    Permissions: Rule((dict,), Permissions._from_json, _permissions),
+}
+"""Every scalar rule: declared type -> :class:`Rule`."""
 
 
 def _optional(hook: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
@@ -132,47 +225,47 @@ def _optional(hook: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
     return structure_optional
 
 
-def make_converter(*, detailed: bool = False) -> cattrs.Converter:
+def _json_fields(cls: type[Any]) -> tuple[list[str], bool, list[str]]:
+    """``cls``'s fields read from JSON, whether it keeps ``extra``, and its local fields."""
+    names: list[str] = []
+    local: list[str] = []
+    has_extra = False
+    for field in attrs.fields(cls):
+        if field.name == "extra":
+            has_extra = True
+        elif field.metadata.get("icr_async.local"):
+            local.append(field.name)
+        else:
+            names.append(field.name)
+    return names, has_extra, local
+
+
+def make_converter() -> cattrs.Converter:
     """Build the converter with every hook the models need, in one place.
 
-    ``detailed=False`` is the fast converter used for every response; ``detailed=True``
-    builds the same rules with cattrs' detailed validation, used only to explain a failure
-    (which field, where), so the happy path does not pay for error bookkeeping.
+    Detailed validation is on, so a failure names its field (``$.organization.id``) at once;
+    the common shapes never reach cattrs (see :func:`_fast_fn`), so they do not pay for it.
     """
-    conv = cattrs.Converter(forbid_extra_keys=False, detailed_validation=detailed)
-
-    def structure_datetime(value: Any, _: Any) -> datetime.datetime:
-        return parse_datetime(value)
-
-    conv.register_structure_hook(datetime.datetime, structure_datetime)
-    conv.register_unstructure_hook(datetime.datetime, _format_datetime)
-    conv.register_structure_hook(Permissions, _structure_permissions)
-    conv.register_unstructure_hook(Permissions, lambda p: p.to_dict())
-    conv.register_structure_hook(str, _structure_str)
-    conv.register_structure_hook(bool, _structure_bool)
-    conv.register_structure_hook(int, _structure_int)
-    for scalar, hook in (
-        (str, _structure_str),
-        (bool, _structure_bool),
-        (int, _structure_int),
-        (datetime.datetime, structure_datetime),
-    ):
+    conv = cattrs.Converter(forbid_extra_keys=False, detailed_validation=True)
+    for scalar, rule in RULES.items():
+        hook = rule.hook()
+        conv.register_structure_hook(scalar, hook)
         conv.register_structure_hook(scalar | None, _optional(hook))
+    conv.register_unstructure_hook(datetime.datetime, _format_datetime)
+    conv.register_unstructure_hook(Permissions, lambda p: p.to_dict())
 
     def structure_factory(cls: type[Any]) -> Callable[[Any, Any], Any]:
-        fields = attrs.fields(cls)
-        names = [f.name for f in fields]
-        has_extra = "extra" in names
-        overrides = {n: override(rename=camel(n)) for n in names if n != "extra"}
-        if has_extra:
-            overrides["extra"] = override(omit=True)
+        names, has_extra, local = _json_fields(cls)
+        overrides = {n: override(rename=camel(n)) for n in names}
+        for name in [*local, *(["extra"] if has_extra else [])]:
+            overrides[name] = override(omit=True)
         base = make_dict_structure_fn(
             cls,
             conv,
-            _cattrs_detailed_validation=detailed,
+            _cattrs_detailed_validation=True,
             **overrides,  # type: ignore[arg-type]
         )
-        known = frozenset(camel(n) for n in names if n != "extra")
+        known = frozenset(camel(n) for n in names)
 
         def structure_fn(value: Any, _: Any) -> Any:
             if not isinstance(value, Mapping):
@@ -190,12 +283,12 @@ def make_converter(*, detailed: bool = False) -> cattrs.Converter:
         return structure_fn
 
     def unstructure_factory(cls: type[Any]) -> Callable[[Any], Any]:
-        names = [f.name for f in attrs.fields(cls)]
-        overrides = {n: override(rename=camel(n)) for n in names if n != "extra"}
-        if "extra" in names:
-            overrides["extra"] = override(omit=True)
+        names, has_extra, local = _json_fields(cls)
+        overrides = {n: override(rename=camel(n)) for n in names}
+        for name in [*local, *(["extra"] if has_extra else [])]:
+            overrides[name] = override(omit=True)
         base = make_dict_unstructure_fn(cls, conv, **overrides)  # type: ignore[arg-type]
-        if "extra" not in names:
+        if not has_extra:
             return base
 
         def unstructure_fn(obj: Any) -> Any:
@@ -211,29 +304,9 @@ def make_converter(*, detailed: bool = False) -> cattrs.Converter:
 
 
 converter = make_converter()
-_explaining_converter: cattrs.Converter | None = None
 
 
-def _explain(data: Any, cls: type[Any]) -> BaseException | None:
-    """Re-run a failed conversion with detailed validation to learn which field failed."""
-    global _explaining_converter
-    if _explaining_converter is None:
-        _explaining_converter = make_converter(detailed=True)
-    try:
-        _explaining_converter.structure(data, cls)
-    except Exception as exc:
-        return exc
-    return None  # pragma: no cover - both converters apply the same rules
-
-
-def _field_of(exc: BaseException) -> str | None:
-    for message in (
-        cattrs.transform_error(exc) if isinstance(exc, cattrs.BaseValidationError) else []
-    ):
-        _, _, where = message.partition(" @ ")
-        if where:
-            return where.removeprefix("$.") if where != "$" else None
-    return None
+# --------------------------------------------------------------------------- fast path
 
 
 class _Slow(Exception):
@@ -245,14 +318,16 @@ _MISSING = object()
 
 
 def _fast_fn(cls: type[Any]) -> Callable[[Any], Any] | None:
-    """A straight-line structure function for the common JSON shapes of ``cls``.
+    """A straight-line structure function for the plain JSON shapes of ``cls``.
 
     Why: cattrs' generated code calls a hook per field (and one more per ``Optional``);
     for a 25-field installation that is most of the SDK's per-request CPU. This compiles
-    the same attrs field definitions into one function that accepts only the plain
-    shapes (a ``str`` where a ``str`` is declared, ISO text for a datetime, ...) and raises
-    ``_Slow`` for anything else, which hands the value to cattrs, the reference for every
-    rule. Classes with field types not listed here get no fast path.
+    the same attrs field definitions into one function that inlines, for each field, the
+    *plain* branch of its :class:`Rule` from :data:`RULES` (a ``str`` where a ``str`` is
+    declared, ISO text for a datetime, ...) and raises ``_Slow`` for any other shape, which
+    hands the value to cattrs and so to the same rule's ``other`` branch. Classes with field
+    types that are neither in :data:`RULES`, nor attrs models, nor tuples of them get no fast
+    path.
     """
     if cls in _FAST:
         return _FAST[cls]
@@ -260,21 +335,7 @@ def _fast_fn(cls: type[Any]) -> Callable[[Any], Any] | None:
     if not attrs.has(cls):
         return None
     attrs.resolve_types(cls)
-    ns: dict[str, Any] = {
-        "_Slow": _Slow,
-        "_M": _MISSING,
-        "_dt": parse_datetime,
-        "_Permissions": Permissions._from_json,
-        "_cls": cls,
-        "dict": dict,
-        "type": type,
-        "tuple": tuple,
-        "list": list,
-        "str": str,
-        "int": int,
-        "bool": bool,
-        "float": float,
-    }
+    ns: dict[str, Any] = {"_Slow": _Slow, "_M": _MISSING, "_cls": cls, "tuple": tuple}
     body = ["def fast(o):", "    if type(o) is not dict:", "        raise _Slow"]
     args: list[str] = []
     known: list[str] = []
@@ -283,6 +344,10 @@ def _fast_fn(cls: type[Any]) -> Callable[[Any], Any] | None:
         if field.name == "extra":
             has_extra = True
             continue
+        if field.metadata.get("icr_async.local"):
+            if field.default is attrs.NOTHING:
+                return None
+            continue  # never read from JSON: the default stands
         key = camel(field.name)
         known.append(key)
         typ = field.type
@@ -299,15 +364,15 @@ def _fast_fn(cls: type[Any]) -> Callable[[Any], Any] | None:
                 f"    if {var} is _M or {var} is None:",
                 "        raise _Slow",
             ]
+            indent = "    "
         elif isinstance(field.default, attrs.Factory):  # type: ignore[arg-type]
             ns[f"_f{i}"] = field.default.factory
             body += [
                 f"    {var} = o.get({key!r}, _M)",
                 f"    if {var} is _M or {var} is None:",
                 f"        {var} = _f{i}()",
+                "    else:",
             ]
-            optional = False
-            body.append("    else:")
             indent = "        "
         else:
             ns[f"_d{i}"] = field.default
@@ -315,39 +380,29 @@ def _fast_fn(cls: type[Any]) -> Callable[[Any], Any] | None:
                 f"    {var} = o.get({key!r}, _M)",
                 f"    if {var} is _M:",
                 f"        {var} = _d{i}",
+                f"    elif {var} is not None:"
+                if optional or field.default is None
+                else "    else:",
             ]
-            body.append(
-                f"    elif {var} is not None:" if optional or field.default is None else "    else:"
-            )
             indent = "        "
-        if required:
-            indent = "    "
-        if typ in (str, int, bool):
-            check = [f"{indent}if type({var}) is not {typ.__name__}:", f"{indent}    raise _Slow"]
-        elif typ is float:
-            check = [
-                f"{indent}if type({var}) is not float and type({var}) is not int:",
-                f"{indent}    raise _Slow",
-            ]
-        elif typ is datetime.datetime:
-            check = [
-                f"{indent}if type({var}) is not str:",
-                f"{indent}    raise _Slow",
-                f"{indent}{var} = _dt({var})",
-            ]
-        elif typ is Permissions:
-            check = [
-                f"{indent}if type({var}) is not dict:",
-                f"{indent}    raise _Slow",
-                f"{indent}{var} = _Permissions({var})",
-            ]
+        rule = RULES.get(typ)
+        if rule is not None:
+            plain = []
+            for j, shape in enumerate(rule.plain):
+                ns[f"_t{i}_{j}"] = shape
+                plain.append(f"type({var}) is not _t{i}_{j}")
+            check = [f"{indent}if {' and '.join(plain)}:", f"{indent}    raise _Slow"]
+            if rule.convert is not None:
+                ns[f"_c{i}"] = rule.convert
+                check.append(f"{indent}{var} = _c{i}({var})")
         elif getattr(typ, "__origin__", None) is tuple:
             item_type = (
                 typ.__args__[0] if len(typ.__args__) == 2 and typ.__args__[1] is Ellipsis else None
             )
+            ns["_list"] = list
             if item_type is Any:
                 check = [
-                    f"{indent}if type({var}) is not list:",
+                    f"{indent}if type({var}) is not _list:",
                     f"{indent}    raise _Slow",
                     f"{indent}{var} = tuple({var})",
                 ]
@@ -355,7 +410,7 @@ def _fast_fn(cls: type[Any]) -> Callable[[Any], Any] | None:
                 # tuple[Credit, ...]: every item through the item model's own fast path.
                 ns[f"_n{i}"] = _fast_fn(item_type)
                 check = [
-                    f"{indent}if type({var}) is not list:",
+                    f"{indent}if type({var}) is not _list:",
                     f"{indent}    raise _Slow",
                     f"{indent}{var} = tuple([_n{i}(x) for x in {var}])",
                 ]
@@ -392,8 +447,41 @@ def _fast_fn(cls: type[Any]) -> Callable[[Any], Any] | None:
     return fn
 
 
-def structure(data: Any, cls: type[T], *, method: str = "", path: str = "") -> T:
-    """Convert decoded JSON to ``cls`` or raise ``ResponseDecodeError`` naming the field."""
+# --------------------------------------------------------------------------- entry points
+
+
+class DecodeFailure(Exception):
+    """Decoded JSON that does not fit a model. ``detail`` says what is wrong and where;
+    ``field`` is the dotted attribute path (``organization.id``) when one is known. The cattrs
+    (or hook) error is the ``__cause__``."""
+
+    def __init__(self, detail: str, field: str | None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.field = field
+
+
+_DECODE_ERRORS: Final = (
+    cattrs.BaseValidationError,
+    TypeError,
+    ValueError,
+    KeyError,
+    AttributeError,
+)
+
+
+def _field_of(exc: BaseException) -> str | None:
+    for message in (
+        cattrs.transform_error(exc) if isinstance(exc, cattrs.BaseValidationError) else []
+    ):
+        _, _, where = message.partition(" @ ")
+        if where:
+            return where.removeprefix("$.") if where != "$" else None
+    return None
+
+
+def _fast_or_none(data: Any, cls: type[T]) -> T | None:
+    """The fast path's answer, or ``None`` when this shape is for the converter to judge."""
     fast = _FAST.get(cls, _MISSING)
     if fast is _MISSING:
         fast = _fast_fn(cls)
@@ -402,30 +490,54 @@ def structure(data: Any, cls: type[T], *, method: str = "", path: str = "") -> T
             return fast(data)  # type: ignore[no-any-return,operator]
         except _Slow:
             pass
-        except (TypeError, ValueError, KeyError, AttributeError):
+        except _DECODE_ERRORS:
             pass  # let cattrs judge and explain
+    return None
+
+
+def _convert(data: Any, cls: type[T], root: str) -> T:
     try:
         return converter.structure(data, cls)
-    except (
-        cattrs.BaseValidationError,
-        TypeError,
-        ValueError,
-        KeyError,
-        AttributeError,
-    ) as fast_exc:
-        exc = _explain(data, cls) or fast_exc
-        field = _field_of(exc)
-        detail = (
-            "; ".join(cattrs.transform_error(exc))
-            if isinstance(exc, cattrs.BaseValidationError)
-            else str(exc)
-        )
+    except _DECODE_ERRORS as exc:
+        if isinstance(exc, cattrs.BaseValidationError):
+            detail = "; ".join(cattrs.transform_error(exc, path=root))
+        else:
+            detail = str(exc)
+        raise DecodeFailure(detail, _field_of(exc)) from exc
+
+
+def decode(data: Any, cls: type[T], *, root: str = "$") -> T:
+    """Convert decoded JSON to ``cls`` or raise :class:`DecodeFailure`.
+
+    The fast path first; any shape it does not take goes to the converter, the reference for
+    every rule. ``root`` names the data in the failure's ``detail`` (``payload.event``).
+    """
+    obj = _fast_or_none(data, cls)
+    return _convert(data, cls, root) if obj is None else obj
+
+
+def structure(data: Any, cls: type[T], *, method: str = "", path: str = "") -> T:
+    """Convert decoded JSON to ``cls`` or raise ``ResponseDecodeError`` naming the field."""
+    # The hot path of every API answer: the fast path inline, no call in between.
+    fast = _FAST.get(cls, _MISSING)
+    if fast is _MISSING:
+        fast = _fast_fn(cls)
+    if fast is not None:
+        try:
+            return fast(data)  # type: ignore[no-any-return,operator]
+        except _Slow:
+            pass
+        except _DECODE_ERRORS:
+            pass
+    try:
+        return _convert(data, cls, "$")
+    except DecodeFailure as failure:
         raise ResponseDecodeError(
-            f"could not read {cls.__name__} from the response: {detail}",
+            f"could not read {cls.__name__} from the response: {failure.detail}",
             method=method,
             path=path,
-            field=field,
-        ) from exc
+            field=failure.field,
+        ) from failure.__cause__
 
 
 def unstructure(obj: Any) -> Any:

@@ -271,8 +271,10 @@ class MemoryIdempotencyStore:
             raise ConfigurationError(f"ttl must be a positive number of seconds, got {ttl!r}")
         if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1:
             raise ConfigurationError(f"max_entries must be a positive integer, got {max_entries!r}")
-        self.ttl = float(ttl)
-        self.max_entries = max_entries
+        self.ttl: float = float(ttl)
+        """Seconds a key is remembered after its last use."""
+        self.max_entries: int = max_entries
+        """The most keys remembered; past it the least recently used go first."""
         self._clock: Clock = clock or time.time
         self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
 

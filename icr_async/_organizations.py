@@ -19,7 +19,7 @@ import hashlib
 import json
 import math
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import Any, Final, TypeVar
 
 from ._converters import structure, unstructure
 from ._idempotency import (
@@ -31,6 +31,7 @@ from ._idempotency import (
     settle,
 )
 from ._sansio import check_page_args, path_param, read_pagination
+from ._scoped import TokenScoped
 from .errors import (
     InvalidArgumentError,
     ResponseDecodeError,
@@ -40,6 +41,7 @@ from .models import (
     Address,
     CreditAction,
     CreditRequest,
+    Installation,
     Inventory,
     Organization,
     Page,
@@ -50,13 +52,6 @@ from .models import (
     RetirementData,
     WarehouseInventory,
 )
-
-if TYPE_CHECKING:
-    from .client import _TokenScopedClient
-
-    _Base = _TokenScopedClient
-else:
-    _Base = object
 
 __all__ = ["ActionRegistry", "OrganizationEndpoints", "ProjectEndpoints"]
 
@@ -149,7 +144,7 @@ def _fingerprint(*parts: Any) -> str:
     return hashlib.sha256(raw.encode("utf-8")).hexdigest()
 
 
-class OrganizationEndpoints(_Base):
+class OrganizationEndpoints(TokenScoped):
     """The organization, inventory and warehouse endpoints of an installation token.
 
     Mixed into ``AsyncInstallationClient``: the organization is the installation's own (its id
@@ -158,9 +153,30 @@ class OrganizationEndpoints(_Base):
     for the organization's approval as a pending credit request).
     """
 
-    if TYPE_CHECKING:
+    __slots__ = ("_organization_id", "installation_id")
 
-        async def organization_id(self) -> str: ...
+    installation_id: str
+    _organization_id: str | None
+
+    async def organization_id(self) -> str:
+        """The id of the organization this installation belongs to (from its token)."""
+        # An installation never changes organization: learn it once, not on every typed call
+        # (each would otherwise look up the token before the request looks it up again).
+        if self._organization_id is not None:
+            return self._organization_id
+        token = await self.get_token()
+        organization_id = token.organization_id
+        if organization_id is None:
+            core = self._core
+            path = f"/app/installations/{path_param(self.installation_id)}"
+            inst = await core.pipeline.model(Installation, core.build("GET", path), core.jwt_auth)
+            if inst.organization is None:
+                raise ResponseDecodeError(
+                    "the installation has no organization id", field="organizationId"
+                )
+            organization_id = inst.organization.id
+        self._organization_id = organization_id
+        return organization_id
 
     async def _org_path(self, suffix: str = "") -> str:
         return (
@@ -170,7 +186,7 @@ class OrganizationEndpoints(_Base):
     async def _list(self, cls: type[Any], suffix: str, key: str) -> tuple[Any, ...]:
         # Lists the docs do not describe as paginated: a bare list or an object holding one.
         path = await self._org_path(suffix)
-        data = await self._parent._json("GET", path, auth=self._auth, safe=True)
+        data = await self._json("GET", path)
         items, _ = read_pagination(data, key, method="GET", path=path)
         return tuple(structure(item, cls, method="GET", path=path) for item in items)
 
@@ -212,15 +228,15 @@ class OrganizationEndpoints(_Base):
         """
         if key is None:
             return await self._act(cls, path, body)
-        parent = self._parent
-        store = parent._idempotency
-        total = parent.config.timeouts.total
+        core = self._core
+        store = core.idempotency
+        total = core.total_timeout
         lease = _LEASE_FALLBACK if total is None else total + _LEASE_MARGIN
         got = await store.claim(
-            parent._app_scope,
+            core.app_scope,
             key,
             action=action,
-            fingerprint=_fingerprint(self._installation_id, path, body),
+            fingerprint=_fingerprint(self._auth.installation_id, path, body),
             lease=lease,
         )
         if isinstance(got, ActionRecord):
@@ -236,9 +252,9 @@ class OrganizationEndpoints(_Base):
     async def _send_claimed(
         self, cls: type[M], claim: ActionClaim, path: str, body: dict[str, Any]
     ) -> M:
-        store = self._parent._idempotency
+        store = self._core.idempotency
         try:
-            data = await self._parent._json("POST", path, auth=self._auth, safe=False, json=body)
+            data = await self._json("POST", path, json=body)
         except BaseException as exc:
             # Cancellation included: a task cancelled mid-request may have been acted on.
             outcome, status = action_outcome(exc, path)
@@ -283,16 +299,16 @@ class OrganizationEndpoints(_Base):
         """
         enc = path_param(retirement_id, "retirement_id")
         path = await self._org_path(f"/retirements/{enc}/pdf")
-        resp = await self._parent._send("GET", path, auth=self._auth, safe=True)
-        if _PDF_MAGIC not in resp.body[:_PDF_SNIFF]:
+        resp = await self._send("GET", path)
+        if _PDF_MAGIC not in resp.content[:_PDF_SNIFF]:
             raise ResponseDecodeError(
-                f"expected a PDF document, got {len(resp.body)} bytes of "
+                f"expected a PDF document, got {len(resp.content)} bytes of "
                 f"{resp.headers.get('Content-Type', 'unknown type')}",
                 status=resp.status,
                 method="GET",
                 path=path,
             )
-        return resp.body
+        return resp.content
 
     # -- inventory -------------------------------------------------------------------
 
@@ -465,7 +481,7 @@ class OrganizationEndpoints(_Base):
         well have been done.
         """
         key = _check_key(idempotency_key)
-        return await self._parent._idempotency.forget(self._parent._app_scope, key)
+        return await self._core.idempotency.forget(self._core.app_scope, key)
 
     # -- warehouse -------------------------------------------------------------------
 
@@ -558,14 +574,16 @@ class OrganizationEndpoints(_Base):
         """
         enc = path_param(reservation_id, "reservation_id")
         path = await self._org_path(f"{_RESERVATIONS}/{enc}")
-        data = await self._parent._json("DELETE", path, auth=self._auth, safe=False)
+        data = await self._json("DELETE", path)
         if isinstance(data, dict):
             return structure(data, Reservation, method="DELETE", path=path)
         return None
 
 
-class ProjectEndpoints(_Base):
+class ProjectEndpoints(TokenScoped):
     """Public endpoints any token may call; mixed into ``AsyncAppTokenClient``."""
+
+    __slots__ = ()
 
     async def list_projects(self, *, limit: int = 10, page: int = 0) -> Page[Project]:
         """``GET /projects``: one page of public projects."""

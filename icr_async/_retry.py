@@ -16,7 +16,13 @@ from collections.abc import Callable, Iterable
 import attrs
 
 from ._clock import parse_http_date
-from .errors import ConfigurationError
+from .errors import (
+    APIError,
+    ConfigurationError,
+    RequestTimeoutError,
+    ResponseDecodeError,
+    TransportError,
+)
 
 __all__ = ["SAFE_RETRY_STATUSES", "RetryPolicy", "parse_retry_after"]
 
@@ -99,6 +105,36 @@ class RetryPolicy:
     def retries_status(self, status: int) -> bool:
         """Whether an answer with this status is worth repeating."""
         return status in self.statuses
+
+    def next_delay(self, failure: Exception, attempt: int) -> float | None:
+        """Seconds to wait before repeating a request that may be repeated, after
+        ``failure`` ended its attempt number ``attempt`` (1 for the first); ``None``: give up.
+
+        The one place that decides: attempts left, the kind of failure (no answer, a
+        timeout, an error status, a 2xx that is not JSON), ``Retry-After`` over backoff,
+        and a ``Retry-After`` too long to wait for. Whether the request may be repeated at
+        all (safe, or ``retry=True``) is the caller's question, asked first.
+        """
+        if attempt >= self.attempts:
+            return None
+        if isinstance(failure, APIError):
+            if failure.status not in self.statuses:
+                return None
+            wait = failure.retry_after
+            if wait is not None:
+                return wait if wait <= self.max_retry_after else None
+        elif isinstance(failure, RequestTimeoutError):
+            if not self.retry_on_timeout:
+                return None
+        elif isinstance(failure, TransportError):
+            if not (failure.retryable and self.retry_on_connection_error):
+                return None
+        elif isinstance(failure, ResponseDecodeError):
+            if not self.retry_invalid_json:
+                return None
+        else:
+            return None
+        return self.backoff(attempt)
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:

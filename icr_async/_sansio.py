@@ -7,9 +7,11 @@ stays a thin shell and every rule can be tested with plain function calls.
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ._clock import parse_http_date
@@ -52,6 +54,46 @@ REQUEST_ID_HEADERS = (
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 MAX_PAGE_LIMIT = 1000
+
+Loads = Callable[[bytes], Any]
+# An integer that may not fit in 64 bits (orjson would make it a float) is a run of 20
+# digits: every digit mapped to "0" and anything else to " ", then a plain substring search
+# (~2 µs on an installation; a regular expression takes ~15 µs).
+_DIGITS_AS_ZERO = bytes(0x30 if 0x30 <= i <= 0x39 else 0x20 for i in range(256))
+_LONG_NUMBER = b"0" * 20
+
+
+def json_loader(use_orjson: bool) -> Loads:
+    """The JSON parser for response bodies: orjson's (3-4x faster on an installation) when
+    asked for and installed (the ``speedups`` extra), else the standard library's.
+
+    orjson refuses a little that ``json`` reads (``NaN``) and turns integers past 64 bits
+    into floats; such bodies go to ``json`` (a refused one is parsed again, one with a run of
+    20 digits never reaches orjson), so the choice never changes what an answer decodes to.
+    """
+    if use_orjson:
+        try:
+            orjson = importlib.import_module("orjson")
+        except ImportError:
+            pass
+        else:
+            fast: Loads = orjson.loads
+            refused: type[Exception] = orjson.JSONDecodeError
+
+            def loads(data: bytes) -> Any:
+                if _LONG_NUMBER in data.translate(_DIGITS_AS_ZERO):
+                    return json.loads(data)
+                try:
+                    return fast(data)
+                except refused:
+                    return json.loads(data)
+
+            return loads
+    return json.loads
+
+
+# Chosen once, at import; ICR_ASYNC_NO_ORJSON=1 keeps the standard library's parser.
+loads_json: Loads = json_loader(os.environ.get("ICR_ASYNC_NO_ORJSON", "") in ("", "0"))
 
 
 def path_param(value: object, what: str = "installation_id") -> str:
@@ -203,7 +245,7 @@ def decode_json(
     if not body:
         return None
     try:
-        return json.loads(body)
+        return loads_json(body)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         ctype = headers.get("Content-Type", "unknown content type")
         raise ResponseDecodeError(

@@ -11,6 +11,15 @@ still valid, that token is served (a *soft refresh*) with a warning.
 Two layers: an in-process LRU (``MemoryTokenCache``; every request looks here first, with no
 ``await``) and, optionally, a shared ``TokenCache`` (e.g. Redis) consulted only on a local
 miss, whose ``lease`` extends single flight across processes.
+
+Single flight lives in one place per layer: within a process it is the manager's table of
+flights (one task per key, which every caller awaits); across processes it is the shared
+cache's ``lease``. The memory cache needs no lock of its own, so its ``lease`` is a no-op.
+
+An outage of the shared cache is the cache's to report: it knows the cause, and one cache
+may serve many clients. The manager only falls back to a local mint and counts the failure
+(``ClientStats.shared_cache_errors``), logging it at DEBUG, unless the cache failed
+in a way it did not report itself (see ``TokenCache``).
 """
 
 from __future__ import annotations
@@ -18,16 +27,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol, runtime_checkable
 
 from . import _fork
 from ._clock import Clock
-from .errors import APIError, SignerError, TokenError, TransportError
+from .errors import APIError, ICRError, SignerError, TokenError, TransportError
 from .models import Token
 
 __all__ = ["ClientStats", "MemoryTokenCache", "TokenCache", "TokenManager"]
@@ -37,8 +45,6 @@ logger = logging.getLogger("icr_async")
 # A token with less life than this is never handed out, even by a soft refresh: the request
 # it goes on would most likely reach the server after it expired.
 STALE_FLOOR = 15.0
-# At most one warning per this many seconds about a failing shared cache.
-SHARED_WARNING_INTERVAL = 60.0
 
 
 @runtime_checkable
@@ -48,7 +54,16 @@ class TokenCache(Protocol):
     Keys already include everything that changes a token (app id, base URL, key
     fingerprint, installation id). ``ttl`` is how long the entry may be served (the token's
     life minus the refresh margin). ``lease`` is a cross-holder lock for single flight: only
-    the holder mints; it must expire on its own if the holder dies.
+    the holder mints; it must expire on its own if the holder dies. Within one process the
+    client already lets a single caller mint per key, so ``lease`` only has to exclude
+    *other* processes (an in-process cache may make it a no-op).
+
+    Failures: any exception makes the client mint locally (a token already minted is kept)
+    and count it in ``ClientStats.shared_cache_errors``. Reporting an outage is the cache's
+    job: raise an ``ICRError`` subclass once you have logged the cause (rate-limited, as
+    ``RedisTokenCache`` does with ``SharedCacheUnavailableError``), and the client logs it at
+    DEBUG only. Any other exception is taken for a failure nobody reported: the client logs
+    the first one at WARNING and the rest at DEBUG.
     """
 
     async def get(self, key: str) -> Token | None:
@@ -80,14 +95,13 @@ class MemoryTokenCache:
     """
 
     def __init__(self, *, max_entries: int = 10_000, clock: Clock | None = None) -> None:
-        import time
-
-        self.max_entries = max_entries
+        self.max_entries: int = max_entries
+        """The most tokens kept; past it the least recently used go first."""
         self._clock: Clock = clock or time.time
         self._entries: OrderedDict[str, Token] = OrderedDict()
-        self._locks: dict[str, asyncio.Lock] = {}
         self._puts = 0
-        self.evictions = 0
+        self.evictions: int = 0
+        """Entries dropped for the size cap or found expired by a sweep."""
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -149,16 +163,32 @@ class MemoryTokenCache:
 
     @contextlib.asynccontextmanager
     async def lease(self, key: str, *, ttl: float) -> AsyncIterator[None]:
-        """``TokenCache.lease``: an asyncio lock per key, dropped when nobody holds it."""
-        lock = self._locks.get(key)
-        if lock is None:
-            lock = self._locks[key] = asyncio.Lock()
-        try:
-            async with lock:
-                yield
-        finally:
-            if not lock.locked() and self._locks.get(key) is lock:
-                del self._locks[key]
+        """``TokenCache.lease``: granted at once. Nothing outside this process shares the
+        memory, and inside it the client's own single flight lets one caller mint per key."""
+        yield
+
+
+class MintCounts(dict[str, int]):
+    """Mints per installation id, for the ``max_entries`` installations minted for most
+    recently (a long-lived service across ever new installations must not grow without
+    bound); a missing id reads as 0, as in a ``Counter``."""
+
+    __slots__ = ("max_entries",)
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        super().__init__()
+        self.max_entries = max_entries
+        """How many installations are remembered (the oldest is forgotten first)."""
+
+    def __missing__(self, key: str) -> int:
+        return 0
+
+    def add(self, key: str) -> None:
+        """Count one mint for ``key`` and make it the most recent."""
+        count = self.pop(key, 0) + 1
+        self[key] = count
+        if len(self) > self.max_entries:
+            del self[next(iter(self))]
 
 
 class ClientStats:
@@ -176,33 +206,48 @@ class ClientStats:
         "shared_cache_errors",
         "shared_cache_hits",
         "soft_refreshes",
+        "total_mints",
         "waited",
     )
 
-    def __init__(self) -> None:
-        self.mints: Counter[str] = Counter()
-        self.cache_hits = 0
-        self.cache_misses = 0
-        self.waited = 0
-        self.refreshes = 0
-        self.recoveries_401 = 0
-        self.soft_refreshes = 0
-        self.clock_skew_corrections = 0
-        self.retries = 0
-        self.requests = 0
-        self.shared_cache_hits = 0
-        self.shared_cache_errors = 0
+    def __init__(self, max_installations: int = 10_000) -> None:
+        self.mints: MintCounts = MintCounts(max_installations)
+        """Tokens minted, per installation id (``"@app"`` for the app token), for the
+        ``max_installations`` most recently minted for (the client's ``token_cache_size``)."""
+        self.total_mints: int = 0
+        """Mints across every installation (and the app token), never forgotten."""
+        self.cache_hits: int = 0
+        """Tokens served from the in-process cache without waiting."""
+        self.cache_misses: int = 0
+        """Lookups that found no fresh token in memory (then shared cache, flight or mint)."""
+        self.waited: int = 0
+        """Callers that joined a mint another caller of this process had started."""
+        self.refreshes: int = 0
+        """Tokens fetched (minted, or found in the shared cache) to replace one still in memory."""
+        self.recoveries_401: int = 0
+        """401s on a cached token answered by minting a new one and retrying once."""
+        self.soft_refreshes: int = 0
+        """Failed refreshes answered with the cached token, still valid for a while."""
+        self.clock_skew_corrections: int = 0
+        """Times the clock offset was corrected from the server's ``Date`` after a 401."""
+        self.retries: int = 0
+        """Attempts repeated by the retry policy (not counting the first of each request)."""
+        self.requests: int = 0
+        """Requests sent to the server, counting every attempt of a retried one."""
+        self.shared_cache_hits: int = 0
+        """Tokens found in the shared cache (minted by another process or client)."""
+        self.shared_cache_errors: int = 0
+        """Failures of the shared cache that were worked around by minting locally."""
 
-    @property
-    def total_mints(self) -> int:
-        """Mints across every installation (and the app token)."""
-        return sum(self.mints.values())
+    def count_mint(self, key: str) -> None:
+        """One token minted for ``key`` (an installation id, or ``"@app"``)."""
+        self.mints.add(key)
+        self.total_mints += 1
 
     def as_dict(self) -> dict[str, Any]:
         """A plain snapshot, e.g. for metrics."""
         out: dict[str, Any] = {name: getattr(self, name) for name in self.__slots__}
         out["mints"] = dict(self.mints)
-        out["total_mints"] = self.total_mints
         return out
 
     def __repr__(self) -> str:
@@ -237,8 +282,7 @@ class TokenManager:
         self.stats = stats
         self._flights: dict[str, asyncio.Task[Token]] = {}
         self._fork_generation = _fork.generation
-        self._last_shared_warning = -math.inf
-        self._shared_warnings_folded = 0
+        self._warned_unreported = False
 
     def margin_for(self, token: Token) -> float:
         """The refresh margin that applies to ``token``: ``refresh_margin``, but never more
@@ -332,7 +376,6 @@ class TokenManager:
         if self._fork_generation != _fork.generation:
             # Forked child: flights in progress at fork time belong to the parent's loop.
             self._flights = {}
-            self.memory._locks = {}
             self._fork_generation = _fork.generation
         flight = self._flights.get(key)
         if flight is None:
@@ -370,7 +413,7 @@ class TokenManager:
 
     async def _mint_counted(self, installation_id: str | None) -> Token:
         token = await self._mint(installation_id)
-        self.stats.mints[installation_id or "@app"] += 1
+        self.stats.count_mint(installation_id or "@app")
         logger.debug("minted a token for %s", _who(installation_id))
         return token
 
@@ -416,21 +459,23 @@ class TokenManager:
             return None
 
     def _shared_failed(self, exc: BaseException) -> None:
+        """Count a failure of the shared cache; the caller has fallen back already.
+
+        An ``ICRError`` is the cache's own verdict, which it has reported itself (rate-
+        limited, with the cause, once for every client it serves): a second warning here
+        would make one outage two warning streams. Anything else went unreported, so the
+        first one is a warning.
+        """
         self.stats.shared_cache_errors += 1
-        # An outage fails every lookup of every installation: warn once per interval, not
-        # once per lookup, and say how many were folded into the next warning.
-        now = time.monotonic()
-        if now - self._last_shared_warning >= SHARED_WARNING_INTERVAL:
-            folded, self._shared_warnings_folded = self._shared_warnings_folded, 0
-            self._last_shared_warning = now
-            logger.warning(
-                "shared token cache unavailable (%s); tokens are minted and kept locally%s",
-                type(exc).__name__,
-                f" ({folded} more failures since the last warning)" if folded else "",
-            )
-        else:
-            self._shared_warnings_folded += 1
+        if isinstance(exc, ICRError) or self._warned_unreported:
             logger.debug("shared token cache unavailable (%s)", type(exc).__name__)
+            return
+        self._warned_unreported = True
+        logger.warning(
+            "shared token cache failed (%s); tokens are minted and kept locally "
+            "(further failures are logged at DEBUG and counted in stats.shared_cache_errors)",
+            type(exc).__name__,
+        )
 
     async def invalidate(self, key: str, token: str | None = None) -> None:
         """Drop a token the server refused, locally and in the shared cache."""

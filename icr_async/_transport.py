@@ -1,10 +1,17 @@
-"""The only module that touches aiohttp: one session and connector per client, one ``send``.
+"""The transport seam: a small ``Transport`` protocol and its aiohttp implementation.
 
-The session is created lazily inside the running event loop (a ``ClientSession`` made
-outside its loop breaks on first use) and bound to that loop: using the client from another
-loop raises a clear error instead of hanging. After ``os.fork()`` the child never touches the
-parent's sockets: a new session is made and the inherited one is abandoned unclosed (closing
-it would close file descriptors the parent still uses).
+The pipeline hands a transport one checked ``Request`` and the headers of one attempt, and
+gets back a ``Response`` (status, headers, the whole body) or a ``TransportError``. That is
+the entire contract, as in httpx (``handle_async_request``) and gidgethub (``_request``): a
+test double, a recorder or another HTTP library is one small class, passed as
+``AsyncICRClient(transport=...)``.
+
+``AiohttpTransport`` is the default and the only module that touches aiohttp: one session
+and connector per client. The session is created lazily inside the running event loop (a
+``ClientSession`` made outside its loop breaks on first use) and bound to that loop: using
+the client from another loop raises a clear error instead of hanging. After ``os.fork()``
+the child never touches the parent's sockets: a new session is made and the inherited one is
+abandoned unclosed (closing it would close file descriptors the parent still uses).
 """
 
 from __future__ import annotations
@@ -13,12 +20,14 @@ import asyncio
 import collections
 import ssl as ssl_module
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import aiohttp
 
 from . import _fork
 from ._config import Timeouts
+from ._request import Request
+from ._sansio import loads_json, request_id
 from .errors import (
     ClientClosedError,
     ICRError,
@@ -27,26 +36,68 @@ from .errors import (
     TransportError,
 )
 
-__all__ = ["RawResponse", "Transport"]
+__all__ = ["AiohttpTransport", "Response", "Transport"]
 
 _ABANDONED_AFTER_FORK: list[aiohttp.ClientSession] = []
+_UNSET: Any = object()
 
 
-class RawResponse:
-    """Status, headers (case-insensitive) and body bytes of one HTTP answer; ``data`` is the
-    parsed JSON once the client has decoded it (``None`` before)."""
+class Response:
+    """One HTTP answer: ``status``, ``headers`` (case-insensitive) and the body ``content``.
+
+    ``json()`` parses the body (once; the pipeline has usually parsed it already).
+    ``request_id`` is the server's id for the request, for support tickets.
+    """
 
     # A plain slotted class: made once per request, and attrs' frozen __init__ costs more.
-    __slots__ = ("body", "data", "headers", "status")
+    __slots__ = ("_data", "content", "headers", "status")
 
-    def __init__(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
+    status: int
+    headers: Mapping[str, str]
+    content: bytes
+
+    def __init__(self, status: int, headers: Mapping[str, str], content: bytes) -> None:
         self.status = status
         self.headers = headers
-        self.body = body
-        self.data: Any = None
+        self.content = content
+        self._data: Any = _UNSET
+
+    def json(self) -> Any:
+        """The body parsed as JSON (``None`` for an empty body); ``ValueError`` if it is not
+        JSON."""
+        if self._data is _UNSET:
+            self._data = loads_json(self.content) if self.content else None
+        return self._data
+
+    @property
+    def request_id(self) -> str | None:
+        """The server's request id (``x-icr-request-id`` or a gateway's), if it sent one."""
+        return request_id(self.headers)
 
     def __repr__(self) -> str:
-        return f"<RawResponse {self.status}, {len(self.body)} bytes>"
+        return f"<Response {self.status}, {len(self.content)} bytes>"
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """What the client needs from HTTP: send one request, close at the end.
+
+    ``send`` gets the checked ``Request`` (``method``, ``url``, ``query``, ``body``) and the
+    full headers of this attempt (the ``Authorization`` included), and returns the whole
+    answer, any status. It raises ``RequestTimeoutError`` when ``timeout`` seconds pass
+    (``None``: the transport's own default) and ``TransportError`` when no answer came;
+    anything else is a bug. It never follows redirects.
+    """
+
+    async def send(
+        self, request: Request, headers: Mapping[str, str], *, timeout: float | None
+    ) -> Response:
+        """Send ``request`` with ``headers`` and read the whole answer."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections. Called once, when the client closes."""
+        ...
 
 
 class _Gate:
@@ -82,8 +133,9 @@ class _Gate:
         self.free += 1
 
 
-class Transport:
-    """Owns the aiohttp session; sends one request and reads the whole answer."""
+class AiohttpTransport:
+    """The default ``Transport``: one aiohttp session with a connection pool, an in-flight
+    gate (back-pressure before any timer starts), TLS settings and trace configs."""
 
     def __init__(
         self,
@@ -173,21 +225,13 @@ class Transport:
         return session
 
     async def send(
-        self,
-        method: str,
-        url: str,
-        *,
-        path: str,
-        headers: Mapping[str, str],
-        params: Mapping[str, str] | None = None,
-        data: bytes | None = None,
-        total_timeout: float | None = None,
-    ) -> RawResponse:
+        self, request: Request, headers: Mapping[str, str], *, timeout: float | None
+    ) -> Response:
         """Send one request and read the whole body; map every failure to an ``ICRError``."""
         session = self._ensure_session()
-        timeout = (
-            self._default_timeout if total_timeout is None else self._client_timeout(total_timeout)
-        )
+        method = request.method
+        path = request.path
+        client_timeout = self._default_timeout if timeout is None else self._client_timeout(timeout)
         gate = self._gate
         assert gate is not None
         # Back-pressure: past the in-flight limit, requests queue here, before any timer
@@ -202,15 +246,15 @@ class Transport:
             # a RedirectError that names the location.
             async with session.request(
                 method,
-                url,
+                request.url,
                 headers=headers,
-                params=params,
-                data=data,
-                timeout=timeout,
+                params=request.query,
+                data=request.body,
+                timeout=client_timeout,
                 allow_redirects=False,
             ) as resp:
                 body = await resp.read()
-                return RawResponse(resp.status, resp.headers, body)
+                return Response(resp.status, resp.headers, body)
         except asyncio.TimeoutError as exc:
             raise RequestTimeoutError("the request timed out", method=method, path=path) from exc
         except aiohttp.ClientConnectorCertificateError as exc:

@@ -49,7 +49,6 @@ from ._cli_common import (
     _positive_int,
     _print_json,
     _print_line,
-    _require_key_source,
     _run_with_client,
     _seconds,
     _setting,
@@ -128,8 +127,14 @@ def _token_to_revoke(args: argparse.Namespace) -> str:
 
 
 async def _token_revoke(args: argparse.Namespace, client: AsyncICRClient) -> int:
-    revoked = await client.revoke_token(args.token_value)
-    _print_json({"revoked": revoked})
+    if not await client.revoke_token(args.token_value):
+        # The SDK answers False for a 401 (nothing left to revoke); a shell wants a failure.
+        report(
+            "the server refused the token (401 Unauthorized)",
+            "the token is not valid: already revoked, expired or mistyped",
+        )
+        return EXIT_API
+    _print_json({"revoked": True})
     return EXIT_OK
 
 
@@ -177,7 +182,6 @@ def _cmd_key_fingerprint(args: argparse.Namespace) -> int:
             fingerprint, bits = signer.fingerprint, signer.public_key.key_size
             extra = {"keyId": signer.key_id, "nonExtractable": signer.non_extractable}
     else:
-        _require_key_source(args)
         key = load_private_key(path=_setting(args, "private_key_path"))
         fingerprint, bits, extra = key.fingerprint, key.bits, {}
     if args.raw:
@@ -206,25 +210,8 @@ def _cmd_key_check(args: argparse.Namespace) -> int:
     signer = _pkcs11_signer(args)
     if signer is None:
         return _run_with_client(args, _key_check, retry=retry)
-    app_id = _setting(args, "app_id") or os.environ.get("ICR_APP_ID")
-    if not app_id:
-        signer.close()
-        raise UsageError("no app id", "pass --app-id or set ICR_APP_ID")
-
-    async def run() -> int:
-        async with AsyncICRClient(
-            app_id,
-            signer=signer,
-            base_url=_setting(args, "base_url"),
-            sandbox=bool(_setting(args, "sandbox")),
-            api_version=_setting(args, "api_version"),
-            retry=retry,
-        ) as client:
-            args.resolved_base_url = client.base_url  # for error hints
-            return await _key_check(args, client)
-
     with signer:
-        return asyncio.run(run())
+        return _run_with_client(args, _key_check, retry=retry, signer=signer)
 
 
 # -- demo and emulator --------------------------------------------------------------------

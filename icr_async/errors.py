@@ -72,6 +72,9 @@ __all__ = [
     "UnprocessableEntityError",
     "UnreadableActionResultError",
     "UnsupportedAPIVersionError",
+    "WebhookError",
+    "WebhookPayloadError",
+    "WebhookSignatureError",
     "error_class_for_status",
 ]
 
@@ -381,3 +384,20 @@ def error_class_for_status(status: int) -> type[APIError]:
     if status >= 500:
         return ServerError
     return APIError
+
+
+class WebhookError(ICRError):
+    """A webhook delivery that cannot be trusted or read (raised by ``icr_async.webhooks``).
+
+    ``message`` is safe to log and to send back to the caller: it never contains the webhook
+    secret, the expected digest or the signature header's text.
+    """
+
+
+class WebhookSignatureError(WebhookError):
+    """The ``x-icr-signature-256`` header is missing, malformed or does not match (answer 401)."""
+
+
+class WebhookPayloadError(WebhookError):
+    """The body is not the promised JSON: bad JSON, bad base64 or an unexpected payload shape
+    (answer 400)."""

@@ -34,6 +34,7 @@ from ._models_credits import (
     WarehouseInventory,
 )
 from ._redact import mask_token
+from .errors import InvalidArgumentError
 
 __all__ = [
     "AccessToken",
@@ -61,6 +62,7 @@ __all__ = [
     "Retirement",
     "RetirementData",
     "Token",
+    "Transaction",
     "User",
     "WarehouseCredit",
     "WarehouseInventory",
@@ -148,6 +150,16 @@ def _masked(value: str) -> str:
     return repr(mask_token(value))
 
 
+def _refuse_format(token: object, spec: str) -> str:
+    # str(token) is masked for logs, so f"Bearer {token}" would put "crs_…5517" in a header
+    # and fail far from the mistake: say so here instead.
+    raise InvalidArgumentError(
+        f"{type(token).__name__} cannot be formatted into text: that would give its masked "
+        "form, not the secret. Use token.token for the secret (in an Authorization header), "
+        "or {token!s} for the masked form in a log line"
+    )
+
+
 @attrs.frozen(kw_only=True)
 class AccessToken:
     """An access token as ICR returns it (``POST /app/accessTokens`` and kin).
@@ -163,6 +175,11 @@ class AccessToken:
     is_active: bool = True
     permissions: Permissions = attrs.field(factory=Permissions)
     app_id: str | None = None
+
+    def __str__(self) -> str:
+        return mask_token(self.token)
+
+    __format__ = _refuse_format
 
 
 @attrs.frozen(kw_only=True)
@@ -201,6 +218,8 @@ class Token:
     def __str__(self) -> str:
         return mask_token(self.token)
 
+    __format__ = _refuse_format
+
 
 @attrs.frozen(kw_only=True)
 class Organization:
@@ -226,7 +245,8 @@ class Organization:
 
 @attrs.frozen(kw_only=True)
 class Installation:
-    """An installation of the app on one organization.
+    """An installation of the app on one organization, as ``GET /app/installations/{id}``
+    returns it and as a webhook event carries it. Unknown keys land in ``extra``.
 
     ``access_tokens_url`` is kept as sent but never used to build requests: sandbox has sent
     it starting with the literal text ``undefined/``.
@@ -242,6 +262,11 @@ class Installation:
     organization: Organization | None = None
     extra: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
 
+    @property
+    def organization_id(self) -> str | None:
+        """The organization's id, when the installation carries its organization."""
+        return None if self.organization is None else self.organization.id
+
 
 @attrs.frozen(kw_only=True)
 class User:
@@ -253,6 +278,37 @@ class User:
     full_name: str | None = None
     profile_picture: str | None = None
     url: str | None = None
+    extra: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
+
+
+@attrs.frozen(kw_only=True)
+class Transaction:
+    """The credit movement a ``warehouseTransaction`` or ``organizationTransaction`` webhook
+    reports. Unknown keys land in ``extra``.
+
+    ICR does not document this object: the fields are those of its credit requests and
+    reservations (``txId``, ``action``, ``creditId``, ``amount``, the organizations involved),
+    every one optional. ``reservation_id`` or ``credit_request_id`` names what the movement
+    finished, when the payload says so. The payload as sent stays in the event's ``raw``.
+    """
+
+    id: str | None = None
+    tx_id: str | None = None
+    action: str | None = None
+    type: str | None = None
+    credit_id: str | None = None
+    token_id: str | None = None
+    token_address: str | None = None
+    serialization: str | None = None
+    project: ProjectRef | None = None
+    amount: float | None = None
+    from_organization_id: str | None = None
+    to_organization_id: str | None = None
+    to_address: str | None = None
+    reservation_id: str | None = None
+    credit_request_id: str | None = None
+    retirement_id: str | None = None
+    created_at: datetime.datetime | None = None
     extra: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
 
 

@@ -103,13 +103,13 @@ async def test_install_webhook_then_reserve_and_retire(
         assert transaction_event.verified
         transaction = transaction_event.transaction
         assert transaction is not None
-        assert transaction["reservationId"] == reservation.id
-        assert (transaction["action"], transaction["amount"]) == ("retire", 5)
+        assert transaction.reservation_id == reservation.id
+        assert (transaction.action, transaction.amount) == ("retire", 5)
         assert credit.amount is not None
         assert emulator.ledger.balance(organization.id, credit.id) == credit.amount - 5
 
         retirement = (await inst.list_retirements())[-1]
-        assert retirement.id == transaction["retirementId"]
+        assert retirement.id == transaction.retirement_id
         assert (await inst.get_retirement_pdf(retirement.id)).startswith(b"%PDF-")
         deliveries = await emulator.webhooks.drain(timeout=WAIT)
     assert [d.event for d in deliveries] == ["installed", "warehouseTransaction"]
@@ -192,4 +192,4 @@ async def test_the_documented_complete_app_runs(
     assert emulator.ledger.balance(org_id, credit_id) == 30
     assert emulator.ledger.retirements(org_id)[-1]["beneficiary"] == "A. Buyer"
     (transaction,) = shop[namespace["TRANSACTIONS"]]
-    assert (transaction["action"], transaction["amount"]) == ("retire", 20)
+    assert (transaction.action, transaction.amount) == ("retire", 20)

@@ -41,12 +41,12 @@ from icr_async import (
     AppAccessToken,
     AsyncAppTokenClient,
     AsyncICRClient,
+    AsyncInstallationClient,
     CreatedOrganization,
     Credit,
     CreditRequest,
     Installation,
     InstallationAccessToken,
-    AsyncInstallationClient,
     InvalidArgumentError,
     Inventory,
     NotFoundError,
@@ -410,7 +410,9 @@ CALLED_BY_THE_SDK = frozenset(
         "cancel_reservation",
     }
 )
-LOCAL_ONLY = frozenset({"forget_action"})
+# Not endpoints: the installation's own id, its organization's id (from its token) and the
+# idempotency store's forget.
+LOCAL_ONLY = frozenset({"forget_action", "installation_id", "organization_id"})
 
 
 def test_the_exercise_below_covers_every_organization_method() -> None:

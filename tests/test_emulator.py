@@ -1458,6 +1458,19 @@ def _probe_routes(emulator: ICREmulator, app: web.Application) -> None:
     app.router.add_get("/probe/stream", streamed, name="probe_stream", allow_head=False)
 
 
+def test_make_app_adds_built_in_routes_in_a_fixed_order_then_the_emulators_own() -> None:
+    emulator = ICREmulator()
+    emulator.route_registrars.append(_probe_routes)
+    names = [route.name for route in emulator.make_app().router.routes() if route.name]
+    # Core endpoints, the control routes, the ledger, then what the test added.
+    firsts = [names.index(n) for n in ("revoke_token", "admin_stats", "list_addresses")]
+    assert firsts == sorted(firsts)
+    assert names[-3:] == ["probe_plain", "probe_created", "probe_stream"]
+    # Registration is explicit and per emulator: nothing leaks into the next one.
+    fresh = [route.name for route in ICREmulator().make_app().router.routes() if route.name]
+    assert fresh == names[:-3]
+
+
 @pytest.mark.parametrize("post_status", [200, 201])
 @pytest.mark.anyio
 async def test_post_status_applies_to_every_successful_post(

@@ -28,11 +28,13 @@ from icr_async.models import (
     Reservation,
     Reserver,
     Retirement,
+    Transaction,
     User,
     WarehouseCredit,
     WarehouseInventory,
 )
 from icr_async.testing import ICREmulator
+from icr_async.webhooks import WebhookEvent
 
 MODELS = [
     AccessToken,
@@ -54,6 +56,8 @@ MODELS = [
     Reservation,
     Address,
     Project,
+    Transaction,
+    WebhookEvent,
 ]
 
 RESERVATION: dict[str, Any] = {
@@ -89,6 +93,24 @@ def test_fast_path_equals_cattrs_on_emulator_data(installation_json: dict[str, A
     fast = _fast_fn(Installation)
     assert fast is not None
     assert fast(installation_json) == converter.structure(installation_json, Installation)
+
+
+def test_webhook_event_fast_path_equals_cattrs(installation_json: dict[str, Any]) -> None:
+    # Webhook payloads go through the same converter and fast path as API answers.
+    payload = {
+        "event": "warehouseTransaction",
+        "installation": installation_json,
+        "sender": {"id": "u-1", "email": "a@example.com", "role": "admin"},
+        "transaction": {"id": "t-1", "amount": 5, "project": {"id": "p-1"}, "new": 1},
+        "verified": True,
+    }
+    fast = _fast_fn(WebhookEvent)
+    assert fast is not None
+    event = fast(payload)
+    assert event == converter.structure(payload, WebhookEvent)
+    assert event.installation == structure(installation_json, Installation)
+    assert event.verified is False  # a local field: never read from the payload
+    assert event.transaction.extra == {"new": 1}
 
 
 def test_unknown_keys_are_kept_by_the_fast_path(installation_json: dict[str, Any]) -> None:

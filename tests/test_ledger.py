@@ -282,15 +282,16 @@ async def test_install_uninstall_and_transactions_are_delivered_signed(
     assert events[-1].installation_id == created["id"]
     transaction = events[1].transaction
     assert transaction is not None
-    assert (transaction["action"], transaction["amount"]) == ("transfer", 3)
-    assert transaction["fromOrganizationId"] == seller_org
+    assert (transaction.action, transaction.amount) == ("transfer", 3)
+    assert transaction.from_organization_id == seller_org
     # The credit is named as everywhere else: its type, serialization, token and project.
     (credit_json,) = [c for c in (await seller.get_inventory()).credits if c.id == credit]
-    assert (transaction["type"], transaction["serialization"]) == (
+    assert (transaction.type, transaction.serialization) == (
         credit_json.type,
         credit_json.serialization,
     )
-    assert transaction["project"]["fullName"] == "Emulator Project"
+    assert transaction.project is not None
+    assert transaction.project.full_name == "Emulator Project"
     # The sender is a user, as ICR sends it, and the SDK reads it as one.
     for event, delivery in zip(events, deliveries, strict=True):
         assert shape_problems("User", delivery.payload["sender"]) == []

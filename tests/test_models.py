@@ -13,6 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from icr_async._converters import (
+    LOCAL,
+    RULES,
     camel,
     converter,
     make_converter,
@@ -20,7 +22,7 @@ from icr_async._converters import (
     structure,
     unstructure,
 )
-from icr_async.errors import ResponseDecodeError
+from icr_async.errors import InvalidArgumentError, ResponseDecodeError
 from icr_async.models import (
     AccessToken,
     AppAccessToken,
@@ -216,6 +218,69 @@ def test_numeric_ids_and_lenient_scalars() -> None:
 
 
 @pytest.mark.parametrize(
+    ("value", "expected"),
+    [("i-1", "i-1"), (67890, "67890"), (0, "0"), (-5, "-5"), (2**70, str(2**70))],
+)
+def test_one_id_rule_strings_and_integers(value: Any, expected: str) -> None:
+    # ICR ids are strings; its docs' examples use integers: an integer is its decimal text.
+    assert structure({"id": value}, Installation).id == expected
+    assert structure({"id": "x", "appId": value}, Installation).app_id == expected
+    assert structure({"id": value}, User).id == expected
+
+
+@pytest.mark.parametrize("value", [67890.0, 1.5, 1e21, True, False, ["a"], {"a": 1}])
+def test_one_id_rule_refuses_floats_booleans_and_containers(value: Any) -> None:
+    # str(67890.0) is "67890.0", not the id the server meant: refused, naming the field,
+    # on the fast path's fallback and in cattrs alike, for required and optional ids.
+    with pytest.raises(ResponseDecodeError) as info:
+        structure({"id": value}, Installation)
+    assert info.value.field == "id"
+    with pytest.raises(ResponseDecodeError) as info:
+        structure({"id": "x", "appId": value}, Installation)
+    assert info.value.field == "app_id"
+
+
+def test_every_rule_reads_its_plain_shapes_as_the_fast_path_does() -> None:
+    # The fast path inlines exactly a rule's plain branch: plain value -> convert(value).
+    samples: dict[type[Any], list[Any]] = {
+        str: ["", "x"],
+        int: [0, -3, 2**64],
+        bool: [True, False],
+        float: [0, 1.5, -2],
+        datetime.datetime: ["2024-01-01T00:00:00Z", "2024-01-01T00:00:00.123456789+02:00"],
+        Permissions: [{}, {"organization_info": "VIEW"}],
+    }
+    assert set(samples) == set(RULES)
+    for typ, values in samples.items():
+        rule = RULES[typ]
+        hook = rule.hook()
+        for value in values:
+            assert type(value) in rule.plain
+            expected = value if rule.convert is None else rule.convert(value)
+            assert hook(value, typ) == expected
+            assert converter.structure(value, typ) == expected
+
+
+def test_floats_are_numbers_not_booleans() -> None:
+    assert structure({"id": "c", "amount": 5}, Credit).amount == 5
+    assert structure({"id": "c", "amount": "2.5"}, Credit).amount == 2.5
+    with pytest.raises(ResponseDecodeError) as info:
+        structure({"id": "c", "amount": True}, Credit)
+    assert info.value.field == "amount"
+
+
+def test_local_fields_are_never_read_from_json() -> None:
+    @attrs.frozen
+    class Event:
+        name: str
+        trusted: bool = attrs.field(default=False, metadata=LOCAL)
+
+    assert structure({"name": "x", "trusted": True}, Event) == Event(name="x")
+    assert converter.structure({"name": 5, "trusted": True}, Event) == Event(name="5")
+    assert unstructure(Event(name="x", trusted=True)) == {"name": "x"}
+
+
+@pytest.mark.parametrize(
     ("data", "field"),
     [
         ({"createdAt": "2022-01-01T00:00:00Z"}, "id"),
@@ -284,7 +349,9 @@ def test_token_masked_in_repr_everywhere() -> None:
     cached = Token(token=TOKEN, expires_at=1_700_000_000.0, installation_id="i")
     assert TOKEN not in repr(cached)
     assert str(cached) == "crs_…9c5b"
-    assert f"{cached}" == "crs_…9c5b"
+    assert f"{cached!s}" == "crs_…9c5b"
+    with pytest.raises(InvalidArgumentError, match="masked"):
+        f"Authorization: Bearer {cached}"
     assert cached.token == TOKEN
 
 

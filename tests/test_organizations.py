@@ -14,13 +14,13 @@ import pytest
 
 from icr_async import (
     AsyncICRClient,
+    AsyncInstallationClient,
     ConflictError,
     Credit,
     CreditAction,
     CreditRequest,
     CreditType,
     DuplicateActionError,
-    AsyncInstallationClient,
     InvalidArgumentError,
     ManualClock,
     NotFoundError,

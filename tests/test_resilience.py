@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 
 from icr_async import (
+    AiohttpTransport,
     APIError,
     AsyncICRClient,
     ManualClock,
@@ -447,7 +448,10 @@ async def test_whole_flow_leaks_no_secret(
 async def test_cancelled_waiters_give_back_their_place(
     make_client: Any, emulator: ICREmulator, app_id: str
 ) -> None:
-    client: AsyncICRClient = make_client(pool_size=2)
+    transport = AiohttpTransport(
+        pool_size=2, pool_size_per_host=0, in_flight=2, timeouts=Timeouts()
+    )
+    client: AsyncICRClient = make_client(transport=transport)
     inst, org = _inst(emulator, app_id, 5)
     scoped = client.installation(inst)
     await scoped.get_token()
@@ -459,7 +463,7 @@ async def test_cancelled_waiters_give_back_their_place(
     results = await asyncio.gather(*tasks, return_exceptions=True)
     assert sum(isinstance(r, asyncio.CancelledError) for r in results) == 20
     assert sum(isinstance(r, dict) for r in results) == 20
-    gate = client._transport._gate
+    gate = transport._gate
     assert gate is not None
     assert gate.free == 2  # every slot came back, none leaked to a cancelled waiter
     assert not gate.waiters

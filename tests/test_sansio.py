@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import string
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import unquote
@@ -20,6 +23,7 @@ from icr_async._sansio import (
     check_page_args,
     decode_json,
     error_from_response,
+    json_loader,
     parse_error_body,
     path_param,
     read_pagination,
@@ -678,3 +682,51 @@ def test_a_redirect_becomes_a_redirect_error_naming_the_location() -> None:
     assert isinstance(error, RedirectError)
     assert error.location == "https://elsewhere.example/x"
     assert "elsewhere.example" in str(error)
+
+
+# -- the JSON parser: orjson (speedups) and the standard library read answers alike --------
+
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(_JSON)
+def test_both_parsers_read_every_answer_alike(value: Any) -> None:
+    pytest.importorskip("orjson")
+    body = json.dumps(value).encode()
+    assert json_loader(True)(body) == json_loader(False)(body) == json.loads(body)
+
+
+def test_what_orjson_refuses_is_still_read_and_garbage_still_refused() -> None:
+    pytest.importorskip("orjson")
+    fast, plain = json_loader(True), json_loader(False)
+    assert fast is not plain
+    for body in (b"NaN", b'{"amount": 123456789012345678901234567890}', b"[Infinity]"):
+        assert repr(fast(body)) == repr(plain(body))
+    for garbage in (b"<html>", b'{"a": ', b"\xff"):
+        with pytest.raises(ValueError, match=r"\w"):
+            fast(garbage)
+        with pytest.raises(ValueError, match=r"\w"):
+            plain(garbage)
+
+
+@pytest.mark.parametrize(("env", "expect_orjson"), [("", True), ("1", False)])
+def test_the_parser_is_chosen_once_and_can_be_turned_off(env: str, expect_orjson: bool) -> None:
+    pytest.importorskip("orjson")
+    code = "import json; from icr_async import _sansio; print(_sansio.loads_json is json.loads)"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "ICR_ASYNC_NO_ORJSON": env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.strip()
+    assert out == str(not expect_orjson)

@@ -6,6 +6,7 @@ Every assertion about minting counts what the emulator saw, not what the client 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -14,8 +15,10 @@ import pytest
 from icr_async import (
     AsyncICRClient,
     AuthenticationError,
+    ICRError,
     ManualClock,
     ServerError,
+    Token,
     TokenError,
 )
 from icr_async.testing import Fault, ICREmulator
@@ -410,3 +413,66 @@ async def test_a_min_ttl_no_fresh_token_can_meet_is_an_error_after_one_mint(
     with pytest.raises(TokenError, match="120-second tokens"):
         await client.installation(inst).get_token(min_ttl=600)
     assert emulator.stats.mints[inst] == 1
+
+
+class _FailingCache:
+    """A shared ``TokenCache`` whose every call fails with ``error``."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+        self.calls = 0
+
+    async def get(self, key: str) -> Token | None:
+        self.calls += 1
+        raise self.error
+
+    async def set(self, key: str, token: Token, *, ttl: float) -> None:
+        raise self.error
+
+    async def delete(self, key: str, *, token: str | None = None) -> None:
+        raise self.error
+
+    def lease(self, key: str, *, ttl: float) -> contextlib.AbstractAsyncContextManager[None]:
+        return self
+
+    async def __aenter__(self) -> None:
+        raise self.error
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None  # pragma: no cover - never entered
+
+
+class _CacheDown(ICRError):
+    """What a cache raises once it has reported an outage itself."""
+
+
+@pytest.mark.parametrize(
+    ("error", "client_warnings"),
+    [(_CacheDown("down, and already said so"), 0), (RuntimeError("a bug"), 1)],
+    ids=["reported-by-the-cache", "unreported"],
+)
+async def test_a_failing_shared_cache_falls_back_and_is_reported_once(
+    make_client: Any,
+    emulator: ICREmulator,
+    app_id: str,
+    caplog: pytest.LogCaptureFixture,
+    error: Exception,
+    client_warnings: int,
+) -> None:
+    cache = _FailingCache(error)
+    client: AsyncICRClient = make_client(token_cache=cache)
+    caplog.set_level(logging.DEBUG, logger="icr_async")
+    for index in range(5):
+        installation_id, path = _org_path(emulator, app_id, index)
+        await client.installation(installation_id).request("GET", path)
+    assert sum(emulator.stats.mints.values()) == 5  # minted locally, no request failed
+    assert cache.calls == 5
+    assert client.stats.shared_cache_errors == 5
+    ours = [r for r in caplog.records if r.name == "icr_async"]
+    warnings = [r.getMessage() for r in ours if r.levelno == logging.WARNING]
+    assert len(warnings) == client_warnings, warnings
+    assert all("shared token cache failed (RuntimeError)" in w for w in warnings)
+    debug = [
+        r for r in ours if r.levelno == logging.DEBUG and "shared token cache" in r.getMessage()
+    ]
+    assert len(debug) == 5 - client_warnings

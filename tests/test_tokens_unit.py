@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anyio
 import pytest
 
 from icr_async import ClientStats, ManualClock, MemoryTokenCache, Token, TokenCache
@@ -127,6 +128,16 @@ def test_memory_cache_satisfies_the_protocol() -> None:
     assert not isinstance(object(), TokenCache)
 
 
+@pytest.mark.anyio
+async def test_memory_lease_is_granted_at_once() -> None:
+    # Single flight in one process is the token manager's: the memory cache keeps no lock
+    # (none to reset after a fork), so even a nested lease on one key cannot block.
+    cache = MemoryTokenCache()
+    with anyio.fail_after(1):
+        async with cache.lease("k", ttl=30.0), cache.lease("k", ttl=30.0):
+            pass
+
+
 def test_default_clock_is_wall_time() -> None:
     cache = MemoryTokenCache(max_entries=5)
     cache.put("past", _token("past", 1.0))
@@ -143,11 +154,12 @@ def test_stats_as_dict() -> None:
     snapshot = stats.as_dict()
     assert snapshot["total_mints"] == 0
     assert snapshot["mints"] == {}
-    assert set(snapshot) == set(ClientStats.__slots__) | {"total_mints"}
+    assert set(snapshot) == set(ClientStats.__slots__)
     assert all(v == 0 for k, v in snapshot.items() if k != "mints")
 
-    stats.mints["inst-1"] += 2
-    stats.mints["@app"] += 1
+    stats.count_mint("inst-1")
+    stats.count_mint("inst-1")
+    stats.count_mint("@app")
     stats.cache_hits = 10
     stats.retries = 3
     snapshot = stats.as_dict()
@@ -165,9 +177,21 @@ def test_stats_as_dict() -> None:
 
 def test_stats_repr_and_total() -> None:
     stats = ClientStats()
-    stats.mints["a"] += 4
+    for _ in range(4):
+        stats.count_mint("a")
     stats.cache_misses = 2
     assert stats.total_mints == 4
     text = repr(stats)
     assert "mints=4" in text
     assert "misses=2" in text
+
+
+def test_mint_statistics_stay_bounded_and_the_total_is_kept() -> None:
+    stats = ClientStats(max_installations=3)
+    for key in ["a", "b", "a", "c", "d", "a"]:
+        stats.count_mint(key)
+    # "b" was the least recently minted for when "d" came: forgotten; "a" kept its count.
+    assert dict(stats.mints) == {"c": 1, "d": 1, "a": 3}
+    assert stats.mints["b"] == 0  # reads as a Counter does
+    assert stats.total_mints == 6
+    assert stats.as_dict()["total_mints"] == 6

@@ -1,4 +1,5 @@
-"""Webhook signatures, event parsing, and the aiohttp handler served for real on loopback."""
+"""Webhook signatures, event parsing (through the API's converter and models), and the aiohttp
+handler served for real on loopback."""
 
 from __future__ import annotations
 
@@ -12,12 +13,17 @@ from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import aiohttp
+import attrs
 import pytest
 from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from icr_async import User
+import icr_async
+import icr_async.webhooks
+from icr_async import Installation, Organization, Permissions, User
+from icr_async._converters import structure
+from icr_async.models import ProjectRef, Transaction
 from icr_async.webhooks import (
     KNOWN_EVENTS,
     SIGNATURE_HEADER,
@@ -25,7 +31,6 @@ from icr_async.webhooks import (
     WebhookDispatcher,
     WebhookError,
     WebhookEvent,
-    WebhookInstallation,
     WebhookPayloadError,
     WebhookSignatureError,
     parse_event,
@@ -124,6 +129,12 @@ class TestVerifySignature:
     def test_error_tree(self) -> None:
         assert issubclass(WebhookSignatureError, WebhookError)
         assert issubclass(WebhookPayloadError, WebhookError)
+        assert issubclass(WebhookError, icr_async.ICRError)
+        # One error tree: the webhook errors live in icr_async.errors, re-exported here.
+        assert WebhookError is icr_async.errors.WebhookError is icr_async.WebhookError
+        assert WebhookPayloadError is icr_async.WebhookPayloadError
+        assert WebhookSignatureError is icr_async.WebhookSignatureError
+        assert WebhookError.__module__ == "icr_async.errors"
         err = WebhookPayloadError("boom")
         assert err.message == "boom"
         assert str(err) == "boom"
@@ -173,14 +184,34 @@ class TestParseEvent:
         assert event.raw["sender"] == SENDER
         assert event.transaction is None
         inst = event.installation
-        assert isinstance(inst, WebhookInstallation)
+        assert type(inst) is Installation
         assert inst.id == INSTALLATION["id"]
         assert inst.app_id == INSTALLATION["appId"]
         assert inst.app_name_id == "app1"
+        assert isinstance(inst.permissions, Permissions)
         assert inst.permissions == INSTALLATION["permissions"]
+        assert inst.permissions.can_write("organization_inventory")
+        assert inst.organization == Organization(
+            id="org-1", full_name="Acme", type="projectDeveloper"
+        )
         assert inst.organization_id == "org-1"
-        assert inst.raw == INSTALLATION
+        assert inst.access_tokens_url == INSTALLATION["accessTokensUrl"]
+        assert inst.created_at is not None
+        assert inst.created_at.isoformat() == "2024-01-02T03:04:05+00:00"
+        assert inst.extra == {}
         assert event.installation_id == INSTALLATION["id"]
+
+    def test_installation_is_read_exactly_like_an_api_answer(self) -> None:
+        # The same model, the same converter: a webhook's installation equals what
+        # GET /app/installations/{id} gives for the same JSON, field for field and extra.
+        data = {**INSTALLATION, "suspendedAt": None, "futureFlag": True}
+        body, headers = sign_payload(payload(installation=data), SECRET)
+        event = parse_event(body, signature=headers[SIGNATURE_HEADER], secret=SECRET)
+        api = structure(data, Installation)
+        assert event.installation == api
+        assert event.installation is not None
+        assert event.installation.extra == api.extra == {"suspendedAt": None, "futureFlag": True}
+        assert attrs.asdict(event.installation) == attrs.asdict(api)
 
     def test_accepts_str_and_mapping_bodies(self) -> None:
         body, headers = sign_payload(payload(), SECRET)
@@ -267,17 +298,26 @@ class TestParseEvent:
             (base64.b64encode(b"\xff\xfe\xfa").decode(), "decoded signedData is not valid"),
             (b64json(["installed"]), "decoded signedData is not a JSON object"),
             (b64json({"installation": INSTALLATION}), r"required field missing @ payload\.event"),
-            (b64json({"event": 7}), r"payload\.event"),
-            (b64json({"event": ""}), r"payload\.event"),
+            (b64json({"event": None}), r"payload\.event"),
+            (b64json({"event": ["installed"]}), r"payload\.event"),
+            (b64json({"event": 7.5}), r"payload\.event"),
+            (b64json({"event": ""}), r"empty event name @ payload\.event"),
             (b64json(payload(sender="user-1")), r"payload\.sender"),
             (b64json(payload(sender={"id": ["u"]})), r"payload\.sender\.id"),
-            (b64json(payload(sender={"email": 5})), r"payload\.sender\.email"),
+            (b64json(payload(sender={"email": True})), r"payload\.sender\.email"),
             (b64json(payload(transaction=[1])), r"payload\.transaction"),
+            (b64json(payload(transaction={"amount": "lots"})), r"payload\.transaction\.amount"),
             (b64json({"event": "x", "installation": "i-1"}), r"payload\.installation"),
             (b64json({"event": "x", "installation": {"appId": "a"}}), r"installation\.id"),
             (b64json({"event": "x", "installation": {"id": True}}), r"installation\.id"),
+            (b64json({"event": "x", "installation": {"id": 67890.0}}), r"installation\.id"),
+            (b64json({"event": "x", "installation": {"id": 1.5}}), r"installation\.id"),
             (
-                b64json({"event": "x", "installation": {"id": "i", "permissions": {"a": 1}}}),
+                b64json({"event": "x", "installation": {"id": "i", "organization": {}}}),
+                r"installation\.organization\.id",
+            ),
+            (
+                b64json({"event": "x", "installation": {"id": "i", "permissions": ["a"]}}),
                 r"installation\.permissions",
             ),
         ],
@@ -296,7 +336,38 @@ class TestParseEvent:
         event = parse_event(body, signature=headers[SIGNATURE_HEADER], secret=SECRET)
         assert event.event == name
         assert event.is_known
-        assert event.transaction == transaction
+        assert event.transaction == Transaction(id="tx-1", amount=5, credit_id="c-1")
+        assert event.raw["transaction"] == transaction
+
+    def test_transaction_model(self) -> None:
+        transaction = {
+            "id": "t-1",
+            "txId": "0x" + "ab" * 32,
+            "action": "retire",
+            "type": "exPost",
+            "creditId": "exPost-2-0xabc",
+            "tokenId": 2,
+            "serialization": "ICR-IS-2021-2-000001",
+            "project": {"id": "p-1", "fullName": "Kelp"},
+            "amount": 2.5,
+            "fromOrganizationId": "org-1",
+            "reservationId": "r-1",
+            "retirementId": "ret-1",
+            "createdAt": "2024-01-01T00:00:00.000Z",
+            "blockNumber": 42,
+        }
+        data = payload(EventType.WAREHOUSE_TRANSACTION, transaction=transaction)
+        body, headers = sign_payload(data, SECRET)
+        event = parse_event(body, signature=headers[SIGNATURE_HEADER], secret=SECRET)
+        tx = event.transaction
+        assert tx is not None
+        assert (tx.action, tx.amount, tx.credit_id) == ("retire", 2.5, "exPost-2-0xabc")
+        assert tx.token_id == "2"
+        assert tx.project == ProjectRef(id="p-1", full_name="Kelp")
+        assert (tx.reservation_id, tx.retirement_id, tx.credit_request_id) == ("r-1", "ret-1", None)
+        assert tx.created_at is not None
+        assert tx.created_at.year == 2024
+        assert tx.extra == {"blockNumber": 42}
 
     def test_event_type_constants(self) -> None:
         documented = {
@@ -322,7 +393,8 @@ class TestParseEvent:
         assert event.raw["futureKey"] == {"a": 1}
         assert event.installation is not None
         assert event.installation.permissions == {"new_perm": "ADMIN"}
-        assert event.installation.raw["z"] == 1
+        assert event.installation.extra == {"z": 1}
+        assert event.raw["installation"]["z"] == 1
 
     def test_sender_keeps_unknown_keys_and_numeric_ids(self) -> None:
         sender = {"id": 42, "email": "a@example.com", "role": "admin"}
@@ -344,8 +416,24 @@ class TestParseEvent:
         inst = {"id": 67890, "appId": 12345, "permissions": None, "organization": None}
         body, headers = sign_payload({"event": "installed", "installation": inst}, SECRET)
         event = parse_event(body, signature=headers[SIGNATURE_HEADER], secret=SECRET)
-        assert event.installation == WebhookInstallation(id="67890", app_id="12345", raw=inst)
+        assert event.installation == Installation(id="67890", app_id="12345")
+        assert event.installation.permissions == {}
         assert event.installation.organization_id is None
+        # The same rule as an API answer: an integer id is its decimal text.
+        assert event.installation == structure(inst, Installation)
+
+    def test_verified_and_raw_never_come_from_the_payload(self) -> None:
+        data = {"event": "installed", "verified": True, "raw": {"forged": 1}}
+        event = parse_event(json.dumps(data), signature=None, secret=None)
+        assert event.verified is False
+        assert event.raw == data
+
+    def test_webhook_installation_is_a_deprecated_alias(self) -> None:
+        with pytest.warns(DeprecationWarning, match=r"WebhookInstallation.*Installation"):
+            alias = icr_async.webhooks.WebhookInstallation
+        assert alias is Installation
+        with pytest.raises(AttributeError, match="NoSuchName"):
+            _ = icr_async.webhooks.NoSuchName
 
     def test_urlsafe_and_unpadded_base64(self) -> None:
         data = payload(note="??>>??")
@@ -730,7 +818,7 @@ class TestHandler:
         @dispatcher.on(EventType.WAREHOUSE_TRANSACTION)
         async def warehouse(event: WebhookEvent) -> None:
             assert event.transaction is not None
-            seen.append(event.transaction["id"])
+            seen.append(str(event.transaction.id))
 
         data = payload(EventType.WAREHOUSE_TRANSACTION, transaction={"id": "tx-9"})
         body, headers = sign_payload(data, SECRET)

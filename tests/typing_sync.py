@@ -19,19 +19,19 @@ if TYPE_CHECKING:
 
     from icr_async import (
         AppAccessToken,
+        AppTokenClient,
         ClientStats,
         CreatedOrganization,
         CreditRequest,
         ICRClient,
         Installation,
         InstallationAccessToken,
+        InstallationClient,
         Inventory,
         Organization,
         Page,
         Project,
         Reservation,
-        AppTokenClient,
-        InstallationClient,
         Token,
     )
 

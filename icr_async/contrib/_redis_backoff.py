@@ -82,38 +82,22 @@ return {0, 0}
 
 
 class RedisBackoffStats(Counters):
-    """Counters a ``RedisBackoffStore`` keeps."""
+    """Counters a ``RedisBackoffStore`` keeps (``commands`` leaves out the listener's reads)."""
 
-    __slots__ = (
-        "admitted",
-        "breaker_trips",
-        "commands",
-        "errors",
-        "heard",
-        "pauses",
-        "rate_waits",
-        "reconnects",
-        "recoveries",
-        "short_circuits",
-    )
+    __slots__ = ("admitted", "heard", "pauses", "rate_waits", "reconnects")
 
     def __init__(self) -> None:
-        self.commands = 0
-        """Round trips sent to Redis (scripts included; not the listener's reads)."""
-        self.pauses = 0
+        super().__init__()
+        self.pauses: int = 0
         """Pauses this process reported (429/503 with Retry-After it saw itself)."""
-        self.heard = 0
+        self.heard: int = 0
         """Pauses learned from the channel (another worker's, or this one's echo)."""
-        self.admitted = 0
+        self.admitted: int = 0
         """Requests the fleet rate let through at once."""
-        self.rate_waits = 0
+        self.rate_waits: int = 0
         """Times a request had to wait for the fleet rate or a pause Redis knew of."""
-        self.reconnects = 0
+        self.reconnects: int = 0
         """Times the listener (re)subscribed."""
-        self.errors = 0
-        self.breaker_trips = 0
-        self.short_circuits = 0
-        self.recoveries = 0
 
 
 def _rate(rate: tuple[float, float] | None, burst: int) -> tuple[float, float] | None:
@@ -188,7 +172,10 @@ class RedisBackoffStore(RedisStore):
                 log_interval=log_interval,
             )
         self.scope: PauseScope = check_scope(scope)
-        self.rate = None if rate is None else (float(rate[0]), float(rate[1]))
+        self.rate: tuple[float, float] | None = (
+            None if rate is None else (float(rate[0]), float(rate[1]))
+        )
+        """The fleet's request rate as ``(requests, per_seconds)``, or ``None``: no limit."""
         self._gcra = _rate(rate, burst)
         self._clock: Clock = clock or time.monotonic
         self._until: dict[tuple[str, str], float] = {}

@@ -9,7 +9,9 @@ noticed once and every store of the process steps aside together.
 Redis down, slow or flushed never fails a request on its own: every call is bounded by
 ``op_timeout``; a failure raises ``SharedCacheUnavailableError`` (each store says what it
 falls back to), and the breaker then skips Redis for ``retry_after`` seconds before one call
-probes it again. Warnings are rate-limited to one per ``log_interval``.
+probes it again. Warnings are rate-limited to one per ``log_interval`` for the connection
+(every store built on it shares the limit), and the client adds no warning of its own about
+the same failure: one outage is one stream of warnings, which says why.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import math
 import re
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 try:
     import redis.asyncio as aioredis
@@ -63,14 +65,6 @@ class SharedCacheUnavailableError(ICRError):
     from a keyed credit action *before anything is sent*: without the shared record the
     action could be sent twice, so it is refused; try again when Redis is back.
     """
-
-
-class _Counters(Protocol):
-    commands: int
-    errors: int
-    breaker_trips: int
-    short_circuits: int
-    recoveries: int
 
 
 def hkdf(material: bytes, info: bytes) -> bytes:
@@ -126,7 +120,7 @@ class RedisStore:
 
     _what = "Redis"
     _fallback = "working without it"
-    stats: _Counters
+    stats: Counters
     namespace: str
     _link: _Link
     _material: bytes
@@ -307,7 +301,7 @@ class RedisStore:
             if not task.done():
                 task.cancel()
 
-    def _enter(self, stats: _Counters) -> bool:
+    def _enter(self, stats: Counters) -> bool:
         """Refuse at once while the breaker is open; let exactly one call probe after."""
         link = self._link
         if not link.down_until:
@@ -320,7 +314,7 @@ class RedisStore:
         link.probing = True
         return True
 
-    def _trip(self, exc: BaseException, stats: _Counters) -> None:
+    def _trip(self, exc: BaseException, stats: Counters) -> None:
         stats.errors += 1
         link = self._link
         now = time.monotonic()
@@ -337,7 +331,7 @@ class RedisStore:
             link.retry_after,
         )
 
-    def _recover(self, stats: _Counters) -> None:
+    def _recover(self, stats: Counters) -> None:
         stats.recoveries += 1
         link = self._link
         logger.info(
@@ -366,13 +360,37 @@ class RedisStore:
 
 class Counters:
     """Base of the Redis stores' statistics: integer counters named in ``__slots__``, with
-    one snapshot and one ``repr`` for all of them (no secrets are ever counted here)."""
+    one snapshot and one ``repr`` for all of them (no secrets are ever counted here).
 
-    __slots__: tuple[str, ...] = ()
+    The counters of the connection and its circuit breaker are here; each store adds its
+    own. Counts are per store: a breaker shared by several stores counts a trip, a short
+    circuit or a recovery on the store whose call met it.
+    """
+
+    __slots__: tuple[str, ...] = (
+        "breaker_trips",
+        "commands",
+        "errors",
+        "recoveries",
+        "short_circuits",
+    )
+
+    def __init__(self) -> None:
+        self.commands: int = 0
+        """Round trips sent to Redis (scripts included)."""
+        self.errors: int = 0
+        """Redis calls that failed (refused, reset, timed out)."""
+        self.breaker_trips: int = 0
+        """Outages noticed: calls that opened the circuit breaker."""
+        self.short_circuits: int = 0
+        """Calls answered "unavailable" at once while the breaker was open."""
+        self.recoveries: int = 0
+        """Outages that ended: calls that found Redis back and closed the breaker."""
 
     def as_dict(self) -> dict[str, int]:
-        """A plain snapshot, e.g. for metrics."""
-        return {name: getattr(self, name) for name in self.__slots__}
+        """A plain snapshot, e.g. for metrics (counters in alphabetical order)."""
+        names = {name for cls in type(self).__mro__ for name in getattr(cls, "__slots__", ())}
+        return {name: getattr(self, name) for name in sorted(names)}
 
     def __repr__(self) -> str:
         fields = " ".join(f"{k}={v}" for k, v in self.as_dict().items())

@@ -100,37 +100,22 @@ return redis.call('DEL', KEYS[1], KEYS[2])
 class RedisIdempotencyStats(Counters):
     """Counters a ``RedisIdempotencyStore`` keeps (no secrets in here)."""
 
-    __slots__ = (
-        "breaker_trips",
-        "claims",
-        "commands",
-        "completes",
-        "errors",
-        "lapsed",
-        "recoveries",
-        "refused",
-        "releases",
-        "short_circuits",
-        "unwritten",
-    )
+    __slots__ = ("claims", "completes", "lapsed", "refused", "releases", "unwritten")
 
     def __init__(self) -> None:
-        self.commands = 0
-        """Round trips sent to Redis (scripts included)."""
-        self.claims = 0
+        super().__init__()
+        self.claims: int = 0
         """Keys claimed: actions this process had the right to send."""
-        self.refused = 0
+        self.refused: int = 0
         """Claims refused because the key was known (any state)."""
-        self.lapsed = 0
+        self.lapsed: int = 0
         """Refusals of a pending record whose worker's lease had run out (outcome unknown)."""
-        self.completes = 0
-        self.releases = 0
-        self.unwritten = 0
+        self.completes: int = 0
+        """Outcomes recorded (done or rejected) for keys this process claimed."""
+        self.releases: int = 0
+        """Claims given back: the action certainly never left, so the key may be used again."""
+        self.unwritten: int = 0
         """Outcomes that could not be written at once (Redis down) and were kept here."""
-        self.errors = 0
-        self.breaker_trips = 0
-        self.short_circuits = 0
-        self.recoveries = 0
 
 
 class RedisIdempotencyStore(RedisStore):
@@ -176,8 +161,10 @@ class RedisIdempotencyStore(RedisStore):
             retry_after=retry_after,
             log_interval=log_interval,
         )
-        self.ttl = max(60.0, positive("ttl", ttl))
-        self.lease = None if lease is None else positive("lease", lease)
+        self.ttl: float = max(60.0, positive("ttl", ttl))
+        """Seconds a key is remembered after its last write."""
+        self.lease: float | None = None if lease is None else positive("lease", lease)
+        """A fixed lease for every pending record, or ``None``: what the client asks."""
         self._aead = AESGCM(hkdf(self._material, b"icr-async/v1/idempotency-aead"))
         self._name_key = hkdf(self._material, b"icr-async/v1/idempotency-names")
         self._claim_script = self._redis.register_script(_CLAIM)

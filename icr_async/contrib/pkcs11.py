@@ -20,6 +20,8 @@ The PIN stays in memory (a re-login needs it) but never in ``repr``, errors or p
 PKCS#11 logs in per process, not per session: while one signer is logged in to a token,
 another on that token finds its key without logging in (so without checking its PIN);
 closing a logged-in signer logs the others out, and they log in again when they next sign.
+
+This module talks to the token; the URIs it reads and writes are handled in ``_pkcs11_uri.py``.
 """
 
 from __future__ import annotations
@@ -29,26 +31,21 @@ import contextlib
 import hashlib
 import os
 import threading
-import urllib.parse
 from pathlib import Path
 from types import ModuleType, TracebackType
 from typing import Any
 
-import attrs
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from .. import _fork
 from .._signers import MIN_RSA_BITS, public_key_fingerprint
 from ..errors import ConfigurationError
+from ._pkcs11_uri import PKCS11URI, key_uri, parse_pkcs11_uri
 
 __all__ = ["PKCS11URI", "PKCS11Signer", "parse_pkcs11_uri"]
 
 # DER of DigestInfo{sha256} before the 32-byte digest (RFC 8017 section 9.2, note 1).
 _SHA256_DIGEST_INFO = bytes.fromhex("3031300d060960864801650304020105000420")
-_PATH_ATTRIBUTES = frozenset(
-    {"token", "serial", "manufacturer", "model", "slot-id", "object", "id", "type"}
-)
-_QUERY_ATTRIBUTES = frozenset({"module-path", "module-name", "pin-value", "pin-source"})
 # Per module path, the fork generation its C_Initialize belongs to: after a fork the first
 # signer to sign re-initialises the module once for every signer of the child.
 _initialised_in: dict[str, int] = {}
@@ -64,132 +61,6 @@ def _load_binding() -> ModuleType:
             "icr_async.contrib.pkcs11 needs python-pkcs11: pip install 'icr-async[pkcs11]'"
         ) from exc
     return pkcs11
-
-
-@attrs.frozen
-class PKCS11URI:
-    """What a PKCS#11 URI (RFC 7512) names, as far as this signer uses it.
-
-    ``pin`` is excluded from ``repr`` and comparisons; ``key_object_id`` holds the raw
-    bytes of the ``id`` attribute.
-    """
-
-    module_path: str | None = None
-    token_label: str | None = None
-    token_serial: str | None = None
-    token_manufacturer: str | None = None
-    token_model: str | None = None
-    slot_id: int | None = None
-    key_label: str | None = None
-    key_object_id: bytes | None = None
-    pin: str | None = attrs.field(default=None, repr=False, eq=False)
-
-
-def _decode(name: str, value: str) -> str:
-    try:
-        return urllib.parse.unquote(value, errors="strict")
-    except UnicodeDecodeError:
-        raise ConfigurationError(f"PKCS#11 URI attribute {name!r} is not UTF-8") from None
-
-
-def _read_pin_source(source: str) -> str:
-    path = source[len("file:") :] if source.startswith("file:") else source
-    if path.startswith("//"):  # file:///path
-        path = urllib.parse.urlsplit("file:" + path).path
-    try:
-        return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
-    except OSError as exc:
-        raise ConfigurationError(
-            f"cannot read the PKCS#11 pin-source file {path}: {exc.strerror}"
-        ) from None
-
-
-def parse_pkcs11_uri(uri: str) -> PKCS11URI:
-    """Parse the common subset of RFC 7512: ``pkcs11:token=..;object=..;id=%01?module-path=..``.
-
-    Path attributes: ``token``, ``serial``, ``manufacturer``, ``model``, ``slot-id``,
-    ``object``, ``id``, ``type`` (``private`` or ``public``: either names the key pair).
-    Query attributes: ``module-path``, ``pin-value``, ``pin-source`` (a file holding the
-    PIN). ``library-*`` attributes are ignored (``module-path`` names the library) and so
-    are vendor ``x-`` ones; anything else is refused rather than silently matching more.
-    Errors name attributes, never their values: the URI may carry the PIN.
-    """
-    if not isinstance(uri, str) or not uri.lower().startswith("pkcs11:"):
-        raise ConfigurationError("a PKCS#11 URI starts with 'pkcs11:'")
-    path, _, query = uri[len("pkcs11:") :].partition("?")
-    fields: dict[str, str] = {}
-    for part, separator, allowed in (
-        (path, ";", _PATH_ATTRIBUTES),
-        (query, "&", _QUERY_ATTRIBUTES),
-    ):
-        for item in part.split(separator) if part else ():
-            name, eq, value = item.partition("=")
-            name = name.strip().lower()
-            if not eq or not name:
-                raise ConfigurationError(
-                    f"PKCS#11 URI attribute {name or item[:20]!r} has no value"
-                )
-            if name.startswith(("x-", "library-")):
-                continue
-            if name not in allowed:
-                raise ConfigurationError(
-                    f"PKCS#11 URI attribute {name!r} is not supported here (supported: "
-                    f"{', '.join(sorted(_PATH_ATTRIBUTES | _QUERY_ATTRIBUTES))})"
-                )
-            if name in fields:
-                raise ConfigurationError(f"PKCS#11 URI attribute {name!r} is given twice")
-            fields[name] = value
-    if "module-name" in fields:
-        raise ConfigurationError(
-            "PKCS#11 URI: module-name is not supported; give module-path=/path/to/module.so"
-        )
-    if "pin-value" in fields and "pin-source" in fields:
-        raise ConfigurationError("PKCS#11 URI: give pin-value or pin-source, not both")
-    kind = _decode("type", fields["type"]) if "type" in fields else None
-    if kind not in (None, "private", "public"):
-        raise ConfigurationError("PKCS#11 URI: type must name the RSA key pair (private or public)")
-    slot_id: int | None = None
-    if "slot-id" in fields:
-        try:
-            slot_id = int(_decode("slot-id", fields["slot-id"]))
-        except ValueError:
-            raise ConfigurationError("PKCS#11 URI: slot-id must be a number") from None
-    key_object_id: bytes | None = None
-    if "id" in fields:
-        key_object_id = urllib.parse.unquote_to_bytes(fields["id"])
-    pin = None
-    if "pin-value" in fields:
-        pin = _decode("pin-value", fields["pin-value"])
-    elif "pin-source" in fields:
-        pin = _read_pin_source(_decode("pin-source", fields["pin-source"]))
-
-    def text(name: str) -> str | None:
-        return _decode(name, fields[name]) if name in fields else None
-
-    return PKCS11URI(
-        module_path=text("module-path"),
-        token_label=text("token"),
-        token_serial=text("serial"),
-        token_manufacturer=text("manufacturer"),
-        token_model=text("model"),
-        slot_id=slot_id,
-        key_label=text("object"),
-        key_object_id=key_object_id,
-        pin=pin,
-    )
-
-
-def _uri_value(text: str) -> str:
-    return urllib.parse.quote(text, safe="")
-
-
-def _key_uri(token_label: str, key_label: str | None, key_object_id: bytes | None) -> str:
-    parts = [f"token={_uri_value(token_label)}"]
-    if key_label:
-        parts.append(f"object={_uri_value(key_label)}")
-    if key_object_id:
-        parts.append("id=" + "".join(f"%{byte:02X}" for byte in key_object_id))
-    return "pkcs11:" + ";".join(parts)
 
 
 def _object_id(value: bytes | str | None) -> bytes | None:
@@ -285,7 +156,7 @@ class PKCS11Signer:
         pkcs11 = self._binding
         label = self._key[pkcs11.Attribute.LABEL] or None
         found_id = self._key[pkcs11.Attribute.ID] or None
-        self._key_id = _key_uri(self._token.label, label, found_id)
+        self._key_id = key_uri(self._token.label, label, found_id)
         # Whether the token promises the key can never be read out.
         self.non_extractable = (
             self._read_flag(pkcs11.Attribute.EXTRACTABLE) is False
@@ -504,7 +375,7 @@ class PKCS11Signer:
     def _find_key(self) -> Any:
         pkcs11 = self._binding
         label, object_id = self._search
-        described = _key_uri(self._token.label, label, object_id)
+        described = key_uri(self._token.label, label, object_id)
         try:
             keys = self._search_keys(self._session)
         except pkcs11.PKCS11Error as exc:

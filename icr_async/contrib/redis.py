@@ -46,7 +46,8 @@ How the token cache fits together:
   answers by minting locally. A circuit breaker (one per connection, shared by the stores
   built on it) then skips Redis for ``retry_after`` seconds (so requests do not each wait
   for a timeout), after which a single call probes it and sharing resumes. Warnings are
-  rate-limited to one per ``log_interval``.
+  rate-limited to one per ``log_interval`` for the connection; the client only counts the
+  failures (``client.stats.shared_cache_errors``), so an outage is one warning stream.
 
 Expiry is stored as an absolute POSIX time, so machines sharing one Redis need clocks that
 agree to well within the refresh margin (NTP does).
@@ -145,43 +146,36 @@ class RedisCacheStats(Counters):
     """Counters a ``RedisTokenCache`` keeps (no secrets in here)."""
 
     __slots__ = (
-        "breaker_trips",
-        "commands",
         "deletes",
-        "errors",
         "hits",
         "lease_contended",
         "lease_timeouts",
         "leases",
         "misses",
-        "recoveries",
         "sets",
-        "short_circuits",
         "undecryptable",
         "woken",
     )
 
     def __init__(self) -> None:
-        self.commands = 0
-        """Round trips sent to Redis (scripts included)."""
-        self.hits = 0
-        self.misses = 0
-        self.sets = 0
-        self.deletes = 0
-        self.leases = 0
+        super().__init__()
+        self.hits: int = 0
+        """Lookups that found a token (it may still be too close to expiry to serve)."""
+        self.misses: int = 0
+        """Lookups that found nothing, or an entry that did not decrypt."""
+        self.sets: int = 0
+        """Tokens stored for the other workers."""
+        self.deletes: int = 0
+        """Entries dropped (a token the server refused)."""
+        self.leases: int = 0
         """Leases taken: this process had the right to mint."""
-        self.lease_contended = 0
+        self.lease_contended: int = 0
         """Lease requests that found another owner and had to wait."""
-        self.woken = 0
+        self.woken: int = 0
         """Waits that ended because another process stored a new token (no mint here)."""
-        self.lease_timeouts = 0
-        self.errors = 0
-        """Redis calls that failed (refused, reset, timed out)."""
-        self.breaker_trips = 0
-        self.short_circuits = 0
-        """Calls answered "unavailable" at once while the breaker was open."""
-        self.recoveries = 0
-        self.undecryptable = 0
+        self.lease_timeouts: int = 0
+        """Waits for another worker's lease that ran out (this worker then minted locally)."""
+        self.undecryptable: int = 0
         """Entries that did not decrypt (another key, or tampered) and were ignored."""
 
 
@@ -230,9 +224,12 @@ class RedisTokenCache(RedisStore):
             retry_after=retry_after,
             log_interval=log_interval,
         )
-        self.lease_ttl = positive("lease_ttl", lease_ttl)
-        self.poll_min = positive("poll_min", poll_min)
-        self.poll_max = max(self.poll_min, positive("poll_max", poll_max))
+        self.lease_ttl: float = positive("lease_ttl", lease_ttl)
+        """How long a lease outlives a holder that died (renewed while it mints)."""
+        self.poll_min: float = positive("poll_min", poll_min)
+        """The first wait of a worker polling for another's mint."""
+        self.poll_max: float = max(self.poll_min, positive("poll_max", poll_max))
+        """The longest wait between two polls (the waits double up to it, with jitter)."""
         self._aead = AESGCM(hkdf(self._material, b"icr-async/v1/aes-256-gcm"))
         self._tag_key = hkdf(self._material, b"icr-async/v1/token-tag")
         self._acquire_script = self._redis.register_script(_ACQUIRE)
@@ -422,6 +419,13 @@ class RedisTokenCache(RedisStore):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 self.stats.lease_timeouts += 1
+                # Not an outage (the breaker stays closed), but this cache is the one that
+                # reports why the client mints around it.
+                self._warn(
+                    "another worker held the token lease for more than %.0f s; %s",
+                    budget,
+                    self._fallback,
+                )
                 raise SharedCacheUnavailableError(
                     f"another worker held the token lease for more than {budget:.0f} s"
                 )

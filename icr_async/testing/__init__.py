@@ -30,10 +30,6 @@ from ._faults import Fault, FaultInjector
 from ._stats import EmulatorStats
 from ._variants import VARIANTS, EmulatorOptions, EmulatorVariant
 
-# Imported for their side effect: they add routes to every emulator made from now on.
-from . import _admin  # noqa: F401  # isort: skip
-from . import _ledger, _webhook_delivery  # noqa: F401  # isort: skip
-
 __all__ = [
     "VARIANTS",
     "EmulatorApp",

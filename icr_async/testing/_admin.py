@@ -23,17 +23,17 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from ._emulator import EXTRA_ROUTE_REGISTRARS, EmulatorHTTPError
 from ._faults import Fault, RateLimit
+from ._http import EmulatorHTTPError
 from ._variants import VARIANTS, EmulatorVariant, options_of
 
 if TYPE_CHECKING:
-    from ._emulator import ICREmulator
+    from ._model import EmulatorModel
 
 __all__ = ["register_admin_routes", "stats_snapshot"]
 
 
-def stats_snapshot(emulator: ICREmulator) -> dict[str, Any]:
+def stats_snapshot(emulator: EmulatorModel) -> dict[str, Any]:
     """The emulator's counters as plain JSON-ready data."""
     stats = emulator.stats
     posts = {k: n for k, n in stats.posts.items() if not k[0].startswith("/_emulator/")}
@@ -63,7 +63,7 @@ def stats_snapshot(emulator: ICREmulator) -> dict[str, Any]:
     }
 
 
-def register_admin_routes(emulator: ICREmulator, app: web.Application) -> None:
+def register_admin_routes(emulator: EmulatorModel, app: web.Application) -> None:
     """Add the ``/_emulator/`` control routes to ``app``."""
 
     async def get_stats(request: web.Request) -> web.StreamResponse:
@@ -127,6 +127,3 @@ def register_admin_routes(emulator: ICREmulator, app: web.Application) -> None:
         "/_emulator/options", get_options, name="admin_get_options", allow_head=False
     )
     app.router.add_post("/_emulator/options", set_options, name="admin_set_options")
-
-
-EXTRA_ROUTE_REGISTRARS.append(register_admin_routes)

@@ -17,7 +17,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import TYPE_CHECKING, Any, NoReturn
+from collections.abc import Mapping
+from typing import Any, NoReturn, Protocol
 
 import attrs
 from aiohttp import web
@@ -26,15 +27,14 @@ from joserfc.errors import BadSignatureError, JoseError
 
 from ._http import EmulatorHTTPError, bearer
 from ._records import AccessTokenRecord, AppRecord
-
-if TYPE_CHECKING:
-    from ._emulator import ICREmulator
+from ._stats import EmulatorStats
 
 __all__ = [
     "MAX_JWT_EXP_AHEAD",
     "MESSAGE_EXPIRED",
     "MESSAGE_NOT_YET_REPLICATED",
     "MESSAGE_REVOKED",
+    "AuthHost",
     "Authenticator",
 ]
 
@@ -64,6 +64,22 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+class AuthHost(Protocol):
+    """What the checks read of the emulator, live on every request (typed by use, so the
+    emulator's module may import this one without this one importing it back)."""
+
+    @property
+    def jwt_leeway(self) -> float: ...
+
+    @property
+    def propagation_lag(self) -> float: ...
+
+    @property
+    def stats(self) -> EmulatorStats: ...
+
+    def server_now(self) -> float: ...
+
+
 class Authenticator:
     """Checks app JWTs and access tokens against an emulator's apps, tokens and clock.
 
@@ -71,8 +87,16 @@ class Authenticator:
     the reasons listed in :class:`~icr_async.testing.EmulatorStats`.
     """
 
-    def __init__(self, emulator: ICREmulator) -> None:
+    def __init__(
+        self,
+        emulator: AuthHost,
+        *,
+        apps: Mapping[str, AppRecord],
+        tokens: Mapping[str, AccessTokenRecord],
+    ) -> None:
         self._emulator = emulator
+        self._apps = apps
+        self._tokens = tokens
         # Signature checks cost ~50 µs; a JWT is reused for minutes, so verify it once.
         self._cache: dict[str, _VerifiedJWT] = {}
 
@@ -125,7 +149,7 @@ class Authenticator:
         if alg != "RS256":
             self._reject_jwt("algorithm", f"Unsupported JWT algorithm {alg!r}: RS256 is required")
         iss = claims.get("iss")
-        app = self._emulator._apps.get(iss) if isinstance(iss, str) else None
+        app = self._apps.get(iss) if isinstance(iss, str) else None
         if app is None:
             self._reject_jwt("unknown_app", "Unknown app (iss)")
         if not _signature_ok(token, app):
@@ -149,7 +173,7 @@ class Authenticator:
         if token is None:
             self._reject_token("missing", "Missing bearer token")
         emulator = self._emulator
-        record = emulator._tokens.get(token)
+        record = self._tokens.get(token)
         if record is None:
             self._reject_token("unknown", "Invalid access token")
         if record.revoked:

@@ -1,8 +1,7 @@
 """HTTP plumbing of the emulator: NestJS error bodies, bearer parsing, loopback and TLS.
 
-Pure helpers with no emulator state, split out of ``_emulator.py`` so that module stays about
-the emulated API. :class:`EmulatorHTTPError` and :func:`check_loopback` are re-exported there
-(``_ledger.py`` and ``_webhook_delivery.py`` import them from ``_emulator``).
+Pure helpers with no emulator state, the bottom of the emulator's modules: every other one
+may import them (:class:`EmulatorHTTPError`, :func:`check_loopback`) without a cycle.
 """
 
 from __future__ import annotations

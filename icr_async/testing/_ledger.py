@@ -43,10 +43,10 @@ import uuid
 from collections import Counter
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ._data import DataFactory, iso
-from ._emulator import EmulatorHTTPError
+from ._http import EmulatorHTTPError
 from ._ledger_records import (
     CreditMeta,
     RequestRecord,
@@ -57,9 +57,9 @@ from ._ledger_records import (
 )
 
 if TYPE_CHECKING:
-    from ._emulator import ICREmulator
+    from ._webhook_delivery import WebhookSender
 
-__all__ = ["RESERVATION_TTL", "Ledger", "certificate_pdf", "register_routes"]
+__all__ = ["RESERVATION_TTL", "Ledger", "LedgerHost", "certificate_pdf"]
 
 RESERVATION_TTL: Final = 600.0
 """Seconds a warehouse reservation holds its credits."""
@@ -76,6 +76,21 @@ def _hex(rng: random.Random, digits: int) -> str:
     return "0x" + "".join(rng.choice(_HEX) for _ in range(digits))
 
 
+class LedgerHost(Protocol):
+    """What the ledger needs of the emulator that owns it (typed by use, so the emulator's
+    module may import this one without this one importing it back)."""
+
+    @property
+    def seed(self) -> int: ...
+
+    @property
+    def webhooks(self) -> WebhookSender: ...
+
+    def organization(self, organization_id: str) -> dict[str, Any]: ...
+
+    def server_now(self) -> float: ...
+
+
 class Ledger:
     """The credits of every organization the emulator knows (``emulator.ledger``).
 
@@ -84,7 +99,7 @@ class Ledger:
     return objects exactly as the routes serve them.
     """
 
-    def __init__(self, emulator: ICREmulator) -> None:
+    def __init__(self, emulator: LedgerHost) -> None:
         self._emulator = emulator
         self.reservation_ttl: float = RESERVATION_TTL
         """Seconds a new reservation holds its credits (change it before reserving)."""
@@ -504,8 +519,3 @@ class Ledger:
         )
         self._emulator.webhooks.notify_transaction(event, transaction, involved)
         return transaction
-
-
-# Imported last: the routes module needs this one's Ledger only for typing, and importing it
-# registers the routes (EXTRA_ROUTE_REGISTRARS) whenever the ledger is imported.
-from ._ledger_routes import register_routes  # noqa: E402

@@ -16,7 +16,7 @@ from typing import Any, Final
 import attrs
 
 from ._data import iso
-from ._emulator import EmulatorHTTPError
+from ._http import EmulatorHTTPError
 
 __all__ = [
     "CreditMeta",

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Final
 
 from aiohttp import web
 
-from ._emulator import EXTRA_ROUTE_REGISTRARS, EmulatorHTTPError
+from ._http import EmulatorHTTPError
 from ._ledger_records import (
     RequestRecord,
     ReservationRecord,
@@ -23,10 +23,11 @@ from ._ledger_records import (
 )
 
 if TYPE_CHECKING:
-    from ._emulator import AccessTokenRecord, ICREmulator
     from ._ledger import Ledger
+    from ._model import EmulatorModel
+    from ._records import AccessTokenRecord
 
-__all__ = ["CREDIT_ACTIONS", "RESERVATION_ACTIONS", "LedgerRoutes", "register_routes"]
+__all__ = ["CREDIT_ACTIONS", "RESERVATION_ACTIONS", "LedgerRoutes", "register_ledger_routes"]
 
 CREDIT_ACTIONS: Final = ("transfer", "retire", "transfer_retire", "cancel")
 RESERVATION_ACTIONS: Final = ("transfer", "retire", "transfer_retire")
@@ -36,9 +37,9 @@ _WRITE_LEVELS: Final = frozenset({"WRITE", "READ_WRITE"})
 class LedgerRoutes:
     """The route handlers of one emulator's ledger."""
 
-    def __init__(self, ledger: Ledger) -> None:
-        self.ledger = ledger
-        self.emulator: ICREmulator = ledger._emulator
+    def __init__(self, emulator: EmulatorModel) -> None:
+        self.emulator = emulator
+        self.ledger: Ledger = emulator.ledger
 
     def _reserver_name(self, record: AccessTokenRecord) -> str | None:
         # The app's name as ICR shows it to the organization; the emulator's apps have only
@@ -254,10 +255,10 @@ class LedgerRoutes:
         return self.emulator.json_response(self.ledger._reservation_json(reservation))
 
 
-def register_routes(emulator: ICREmulator, app: web.Application) -> None:
-    """Add the ledger's routes to an emulator application (an ``EXTRA_ROUTE_REGISTRARS``
-    entry). Paths are ICR's exactly; ``/warehouse/reservations`` does not exist."""
-    routes = LedgerRoutes(emulator.ledger)
+def register_ledger_routes(emulator: EmulatorModel, app: web.Application) -> None:
+    """Add the ledger's routes to an emulator application. Paths are ICR's exactly;
+    ``/warehouse/reservations`` does not exist."""
+    routes = LedgerRoutes(emulator)
     org = "/organizations/{organizationId}"
     reservations = f"{org}/warehouse/inventory/reservations"
     router = app.router
@@ -309,7 +310,3 @@ def register_routes(emulator: ICREmulator, app: web.Application) -> None:
         routes._cancel_reservation,
         name="cancel_reservation",
     )
-
-
-if register_routes not in EXTRA_ROUTE_REGISTRARS:
-    EXTRA_ROUTE_REGISTRARS.append(register_routes)

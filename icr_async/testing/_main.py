@@ -26,13 +26,8 @@ import attrs
 
 from ._emulator import ICREmulator
 from ._http import check_loopback
-from ._variants import (
-    VARIANTS,
-    EmulatorOptions,
-    check_clock_offset,
-    check_request_id_header,
-    check_ttl,
-)
+from ._options import check_clock_offset, check_request_id_header, check_ttl
+from ._variants import VARIANTS, EmulatorOptions
 
 __all__ = ["add_arguments", "emulator_options", "main", "run"]
 

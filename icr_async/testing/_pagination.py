@@ -12,7 +12,7 @@ from typing import Any
 
 import attrs
 
-from ._variants import PageBase, PageEndStyle
+from ._options import PageBase, PageEndStyle
 
 __all__ = ["PageWindow", "page_window"]
 

@@ -14,13 +14,13 @@ from ._http import EmulatorHTTPError, validate_create_org
 from ._records import InstallationRecord
 
 if TYPE_CHECKING:
-    from ._emulator import ICREmulator
+    from ._model import EmulatorModel
 
 __all__ = ["register_core_routes"]
 
 
 class _CoreRoutes:
-    def __init__(self, emulator: ICREmulator) -> None:
+    def __init__(self, emulator: EmulatorModel) -> None:
         self.emulator = emulator
 
     async def create_app_token(self, request: web.Request) -> web.StreamResponse:
@@ -122,7 +122,7 @@ def _base(request: web.Request) -> str:
     return f"{request.scheme}://{request.host}"
 
 
-def register_core_routes(emulator: ICREmulator, app: web.Application) -> None:
+def register_core_routes(emulator: EmulatorModel, app: web.Application) -> None:
     """Add the app endpoints and ``/projects`` to ``app`` (route names are stats keys)."""
     routes = _CoreRoutes(emulator)
     router = app.router

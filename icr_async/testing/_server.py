@@ -32,10 +32,9 @@ from ._http import (
     make_tls,
     status_fault_response,
 )
-from ._routes import register_core_routes
 
 if TYPE_CHECKING:
-    from ._emulator import ICREmulator
+    from ._model import EmulatorModel
 
 __all__ = ["EmulatorServer", "make_app", "start_server"]
 
@@ -70,7 +69,7 @@ class EmulatorServer:
     def __init__(
         self,
         *,
-        emulator: ICREmulator,
+        emulator: EmulatorModel,
         runner: web.AppRunner,
         state: _AppState,
         host: str,
@@ -116,7 +115,7 @@ class EmulatorServer:
 class _Frontend:
     """The middleware of one application serving ``emulator``."""
 
-    def __init__(self, emulator: ICREmulator, state: _AppState) -> None:
+    def __init__(self, emulator: EmulatorModel, state: _AppState) -> None:
         self.emulator = emulator
         self.state = state
 
@@ -268,7 +267,7 @@ class _Frontend:
         return stream
 
 
-def _limit_scope(emulator: ICREmulator, authorization: str, per: str) -> str | None:
+def _limit_scope(emulator: EmulatorModel, authorization: str, per: str) -> str | None:
     """Whom a request counts against: ``app:ID`` or ``installation:ID`` (None: unknown)."""
     scheme, _, credential = authorization.partition(" ")
     if scheme.lower() != "bearer" or not credential:
@@ -290,8 +289,11 @@ def _limit_scope(emulator: ICREmulator, authorization: str, per: str) -> str | N
     return None if issuer is None else f"app:{issuer}"
 
 
-def make_app(emulator: ICREmulator) -> web.Application:
-    """A fresh :class:`aiohttp.web.Application` serving ``emulator``'s state."""
+def make_app(emulator: EmulatorModel) -> web.Application:
+    """A fresh :class:`aiohttp.web.Application` with ``emulator``'s middleware and no routes.
+
+    The routes are added by :meth:`~icr_async.testing.ICREmulator.make_app`.
+    """
     state = _AppState()
     frontend = _Frontend(emulator, state)
 
@@ -306,20 +308,25 @@ def make_app(emulator: ICREmulator) -> web.Application:
     app[_STATE_KEY] = state
     app.on_response_prepare.append(frontend.on_response_prepare)
     app.on_shutdown.append(on_shutdown)
-    register_core_routes(emulator, app)
-    for register in emulator.route_registrars:
-        register(emulator, app)
     return app
 
 
-async def start_server(emulator: ICREmulator, host: str, port: int, *, tls: bool) -> EmulatorServer:
-    """Serve ``emulator`` on ``host:port`` (loopback only) until the server is closed."""
+async def start_server(
+    emulator: EmulatorModel,
+    app_factory: Callable[[], web.Application],
+    host: str,
+    port: int,
+    *,
+    tls: bool,
+) -> EmulatorServer:
+    """Serve ``emulator`` (the application ``app_factory`` makes) on ``host:port`` (loopback
+    only) until the server is closed."""
     check_loopback(host)
     ssl_context: ssl.SSLContext | None = None
     ca_pem: str | None = None
     if tls:
         ssl_context, ca_pem = make_tls()
-    app = emulator.make_app()
+    app = app_factory()
     # handler_cancellation: a client that gives up must also end a "hang" handler.
     runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=5.0)
     await runner.setup()

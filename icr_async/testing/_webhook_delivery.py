@@ -27,7 +27,7 @@ import collections
 import json
 import urllib.parse
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import aiohttp
 import attrs
@@ -36,15 +36,26 @@ from aiohttp import web
 from icr_async.webhooks import sign_payload
 
 from ._data import admin_user
-from ._emulator import EXTRA_ROUTE_REGISTRARS, _check_loopback
+from ._http import check_loopback
+from ._records import InstallationRecord
 
-if TYPE_CHECKING:
-    from ._emulator import ICREmulator, _InstallationRecord
-
-__all__ = ["Delivery", "WebhookSender", "register_delivery"]
+__all__ = ["Delivery", "WebhookHost", "WebhookSender", "register_delivery"]
 
 DEFAULT_TIMEOUT = 5.0
 """Seconds one delivery may take before it is recorded as failed."""
+
+
+class WebhookHost(Protocol):
+    """What the sender reads of the emulator that owns it (typed by use, so the emulator's
+    module may import this one without this one importing it back)."""
+
+    @property
+    def seed(self) -> int: ...
+
+    @property
+    def base_url(self) -> str: ...
+
+    def _installation_json(self, record: InstallationRecord, base: str) -> dict[str, Any]: ...
 
 
 @attrs.define
@@ -80,8 +91,11 @@ class Delivery:
 class WebhookSender:
     """Delivers the emulator's webhook events (``emulator.webhooks``). Off until configured."""
 
-    def __init__(self, emulator: ICREmulator) -> None:
+    def __init__(
+        self, emulator: WebhookHost, *, installations: Mapping[str, InstallationRecord]
+    ) -> None:
         self._emulator = emulator
+        self._installations = installations
         self.url: str | None = None
         self.secret: str | bytes | None = None
         self.app_id: str | None = None
@@ -115,7 +129,7 @@ class WebhookSender:
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"webhook URL must be http(s)://host:port/path, got {url!r}")
-        _check_loopback(parts.hostname)
+        check_loopback(parts.hostname)
         if secret is not None and not secret:
             raise ValueError("the webhook secret must not be empty (pass None for no secret)")
         if not timeout > 0:
@@ -137,7 +151,7 @@ class WebhookSender:
 
     # ------------------------------------------------------------------------ events
 
-    def notify_installation(self, event: str, record: _InstallationRecord) -> None:
+    def notify_installation(self, event: str, record: InstallationRecord) -> None:
         """Queue ``installed`` / ``uninstalled`` (or another installation event) for a record."""
         if self.url is None or (self.app_id is not None and record.app_id != self.app_id):
             return
@@ -153,7 +167,7 @@ class WebhookSender:
         if self.url is None:
             return
         wanted = set(organization_ids)
-        for record in list(self._emulator._installations.values()):
+        for record in list(self._installations.values()):
             if record.organization_id not in wanted:
                 continue
             if self.app_id is not None and record.app_id != self.app_id:
@@ -291,9 +305,8 @@ class WebhookSender:
         self._stopping = False  # the sender may serve again with the next server
 
 
-def register_delivery(emulator: ICREmulator, app: web.Application) -> None:
-    """Tie delivery to an application's lifetime (an ``EXTRA_ROUTE_REGISTRARS`` entry)."""
-    sender = emulator.webhooks
+def register_delivery(sender: WebhookSender, app: web.Application) -> None:
+    """Tie ``sender``'s deliveries to the lifetime of an application serving its emulator."""
 
     async def on_startup(_app: web.Application) -> None:
         sender._loop = asyncio.get_running_loop()
@@ -303,7 +316,3 @@ def register_delivery(emulator: ICREmulator, app: web.Application) -> None:
 
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)
-
-
-if register_delivery not in EXTRA_ROUTE_REGISTRARS:
-    EXTRA_ROUTE_REGISTRARS.append(register_delivery)
