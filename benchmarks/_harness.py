@@ -8,6 +8,7 @@ of the per-round ratios with its min-max.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
@@ -18,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,9 +37,12 @@ class EmulatorProcess:
 
 @contextlib.contextmanager
 def emulator_process(
-    *, installations: int = 100, token_ttl: float = 7200.0, seed: int = 0, timeout: float = 30.0
+    *, installations: int = 100, token_ttl: float = 7200.0, seed: int = 0, timeout: float = 120.0
 ) -> Iterator[EmulatorProcess]:
-    """Start ``python -m icr_async.testing`` on a free loopback port; kill it by PID at the end."""
+    """Start ``python -m icr_async.testing`` on a free loopback port; kill it by PID at the end.
+
+    ``timeout`` is generous on purpose: on a loaded machine the emulator (10,000 generated
+    installations take ~2 s on a quiet one) may start many times slower."""
     with tempfile.TemporaryDirectory(prefix="icr-bench-") as tmp:
         ready = Path(tmp) / "ready"
         key = Path(tmp) / "key.pem"
@@ -172,3 +176,114 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
     out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(out)
+
+
+# -- bounded, interleaved rounds ------------------------------------------------------------
+
+NULL_SUFFIX = " (null)"
+"""The null contender is the baseline timed again as a separate contender, named
+``<baseline> (null)``: its ratio to the baseline is the noise floor of that table."""
+
+SliceFn = Callable[[], Awaitable[tuple[float, float, int]]]
+"""One slice of one contender: runs it and returns (CPU s, wall s, operations)."""
+
+
+@dataclass
+class RunStatus:
+    """How far a bounded run got: complete rounds, and why it stopped early if it did."""
+
+    rounds_planned: int
+    rounds_done: int = 0
+    partial: bool = False
+    reason: str = ""
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON form."""
+        return {
+            "rounds_planned": self.rounds_planned,
+            "rounds_done": self.rounds_done,
+            "partial": self.partial,
+            "reason": self.reason,
+            "seconds": round(self.seconds, 1),
+        }
+
+
+def rounds_label(status: dict[str, Any]) -> str:
+    """``15``, or ``7 of 15 (partial: time budget)``, from ``RunStatus.as_dict()``."""
+    if not status["partial"]:
+        return str(status["rounds_done"])
+    return f"{status['rounds_done']} of {status['rounds_planned']} (partial: {status['reason']})"
+
+
+async def interleave(
+    contenders: dict[str, SliceFn],
+    *,
+    rounds: int,
+    budget_s: float,
+    slice_timeout: float,
+) -> tuple[dict[str, Series], RunStatus]:
+    """Up to ``rounds`` rounds of one slice per contender (A B C, B C A, ...), bounded in time.
+
+    Each slice is cut off after ``slice_timeout`` s (or what is left of the budget plus a
+    little, if less); the run stops before a round that would start past ``budget_s``. Only
+    complete rounds are kept, so every ratio stays paired. The caller warms the contenders.
+    """
+    names = list(contenders)
+    series = {name: Series(name) for name in names}
+    status = RunStatus(rounds_planned=rounds)
+    started = time.monotonic()
+    deadline = started + budget_s
+    try:
+        for r in range(rounds):
+            if time.monotonic() >= deadline:
+                status.partial, status.reason = True, "time budget"
+                break
+            shift = r % len(names)
+            done: dict[str, tuple[float, float, int]] = {}
+            for name in names[shift:] + names[:shift]:
+                left = deadline - time.monotonic()
+                limit = max(1.0, min(slice_timeout, left + slice_timeout / 4))
+                try:
+                    done[name] = await asyncio.wait_for(contenders[name](), limit)
+                except asyncio.TimeoutError:  # not TimeoutError before 3.11
+                    status.partial, status.reason = True, f"{name} slice over {limit:.0f} s"
+                    break
+            if len(done) < len(names):
+                break
+            for name, (cpu_s, wall_s, n) in done.items():
+                series[name].add(cpu_s, wall_s, n)
+            status.rounds_done += 1
+    finally:
+        status.seconds = time.monotonic() - started
+    return series, status
+
+
+def summarise(
+    series: dict[str, Series], baseline: str, *, throughput: bool = False
+) -> dict[str, dict[str, Any]]:
+    """Median µs per operation and the paired ratios to ``baseline``, per contender.
+
+    ``throughput`` adds ``rps_ratio`` (baseline wall / contender wall: above 1 is faster)."""
+    base = series[baseline]
+    out: dict[str, dict[str, Any]] = {}
+    for name, s in series.items():
+        entry: dict[str, Any] = {
+            "cpu_us": median(s.cpu_us),
+            "wall_us": median(s.wall_us),
+            "cpu_ratio": ratio_stats(s.cpu_us, base.cpu_us),
+            "wall_ratio": ratio_stats(s.wall_us, base.wall_us),
+        }
+        if throughput:
+            entry["rps_ratio"] = ratio_stats(base.wall_us, s.wall_us)
+        out[name] = entry
+    return out
+
+
+def current_rss_mib() -> float:
+    """Resident set size of this process now, MiB (``VmRSS``; the peak where unavailable)."""
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return peak_rss_mib()

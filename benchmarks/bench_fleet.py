@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import functools
 import multiprocessing
 import os
@@ -370,7 +371,10 @@ async def _latency(
             for name in contenders:
                 series[name].append(await slice_(name, slice_requests))
 
-        token = Token(token="crs_" + "x" * 40, expires_at=time.time() + 3600)
+        token = Token(
+            token="crs_" + "x" * 40,
+            expires_at=datetime.datetime.fromtimestamp(time.time() + 3600, datetime.timezone.utc),
+        )
         memory = MemoryTokenCache()
         await memory.set("bench|k", token, ttl=3600)
         await caches[0].set("bench|k", token, ttl=3600)

@@ -18,8 +18,6 @@ with ICRClient() as client:
 
     first = client.installation(installations[0].id)
     token = first.get_token()  # minted once, then served from the cache
-    print(
-        f"token for {installations[0].id}: {token!s} (masked), expires {token.expires_at_datetime:%H:%M}Z"
-    )
+    print(f"token for {installations[0].id}: {token!s} (masked), expires {token.expires_at:%H:%M}Z")
     org = first.request("GET", f"/organizations/{first.organization_id()}")
     print(f"organization: {org['fullName']} ({org['countryCode']})")

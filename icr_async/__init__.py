@@ -53,16 +53,13 @@ from .errors import (
     WebhookSignatureError,
 )
 from .models import (
-    AccessToken,
     Address,
-    AppAccessToken,
     CreatedOrganization,
     Credit,
     CreditAction,
     CreditRequest,
     CreditType,
     Installation,
-    InstallationAccessToken,
     Inventory,
     Organization,
     OrganizationType,
@@ -86,11 +83,18 @@ from .models import (
 from .sync import AppTokenClient, ICRClient, InstallationClient
 
 # Renamed in 0.2 (httpx's naming: the blocking class has the plain name, the asyncio one
-# ``Async...``); the old names work for one more release, with a DeprecationWarning.
+# ``Async...``), and the token types merged into one ``Token``; the old names work for one
+# more release, with a DeprecationWarning.
 __getattr__ = deprecated_names(
     "icr_async",
     globals(),
-    {"SyncInstallationClient": "InstallationClient", "SyncAppTokenClient": "AppTokenClient"},
+    {
+        "SyncInstallationClient": "InstallationClient",
+        "SyncAppTokenClient": "AppTokenClient",
+        "AccessToken": "Token",
+        "AppAccessToken": "Token",
+        "InstallationAccessToken": "Token",
+    },
 )
 
 __all__ = [
@@ -98,13 +102,11 @@ __all__ = [
     "PRODUCTION_URL",
     "SANDBOX_URL",
     "APIError",
-    "AccessToken",
     "ActionClaim",
     "ActionOutcomeUnknownError",
     "ActionRecord",
     "Address",
     "AiohttpTransport",
-    "AppAccessToken",
     "AppTokenClient",
     "AsyncAppTokenClient",
     "AsyncICRClient",
@@ -129,7 +131,6 @@ __all__ = [
     "ICRError",
     "IdempotencyStore",
     "Installation",
-    "InstallationAccessToken",
     "InstallationClient",
     "InvalidArgumentError",
     "Inventory",

@@ -35,6 +35,8 @@ import attrs
 import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
+from ._dates import format_datetime, parse_datetime
+from ._lazy import Deferred, defer_field
 from .errors import ResponseDecodeError
 from .models import Permissions
 
@@ -55,7 +57,11 @@ __all__ = [
 T = TypeVar("T")
 
 _CAMEL_RE = re.compile(r"_([a-z0-9])")
-_FRACTION_RE = re.compile(r"\.(\d+)")
+
+LAZY: Final[Mapping[str, Any]] = {"icr_async.lazy": True}
+"""``attrs.field(metadata=LAZY)`` on a nested model: the fast path decodes it when first read
+(an installation's organization: most callers never read it, and it costs more than the rest
+of the installation). Errors in it surface then, as the same ``ResponseDecodeError``."""
 
 LOCAL: Final[Mapping[str, Any]] = {"icr_async.local": True}
 """``attrs.field(metadata=LOCAL)``: a field the SDK fills itself, never read from JSON (a
@@ -65,52 +71,6 @@ webhook event's ``verified`` flag must not come from the payload)."""
 def camel(name: str) -> str:
     """``snake_case`` -> ``camelCase``."""
     return _CAMEL_RE.sub(lambda m: m.group(1).upper(), name)
-
-
-def parse_datetime(value: Any) -> datetime.datetime:
-    """An aware ``datetime`` from ISO-8601 text (``Z``, offsets, 0-9 fraction digits) or epoch."""
-    if type(value) is str:
-        # Fast path: Python 3.11+ reads "Z" and any fraction digits itself.
-        try:
-            dt = datetime.datetime.fromisoformat(value)
-        except ValueError:
-            dt = _parse_datetime_slow(value)
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=datetime.timezone.utc)
-        return dt
-    if isinstance(value, datetime.datetime):
-        dt = value
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        # Epoch milliseconds appear in some JS-built APIs; seconds are below ~1e11 until 5138.
-        seconds = value / 1000 if abs(value) > 1e11 else value
-        try:
-            return datetime.datetime.fromtimestamp(seconds, tz=datetime.timezone.utc)
-        except (OverflowError, OSError) as exc:  # NaN is a ValueError already
-            raise ValueError(f"epoch time out of range: {value!r}") from exc
-    elif isinstance(value, str):
-        dt = _parse_datetime_slow(value)
-    else:
-        raise TypeError(f"expected an ISO-8601 date-time string, got {type(value).__name__}")
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=datetime.timezone.utc)
-    return dt
-
-
-def _parse_datetime_slow(value: str) -> datetime.datetime:
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    # Python 3.10's fromisoformat takes exactly 3 or 6 fraction digits: normalise to 6.
-    text = _FRACTION_RE.sub(lambda m: "." + (m.group(1) + "000000")[:6], text, count=1)
-    try:
-        return datetime.datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"not an ISO-8601 date-time: {value!r}") from None
-
-
-def _format_datetime(dt: datetime.datetime) -> str:
-    text = dt.astimezone(datetime.timezone.utc).isoformat()
-    return text.replace("+00:00", "Z")
 
 
 # --------------------------------------------------------------------------- the rules
@@ -251,7 +211,7 @@ def make_converter() -> cattrs.Converter:
         hook = rule.hook()
         conv.register_structure_hook(scalar, hook)
         conv.register_structure_hook(scalar | None, _optional(hook))
-    conv.register_unstructure_hook(datetime.datetime, _format_datetime)
+    conv.register_unstructure_hook(datetime.datetime, format_datetime)
     conv.register_unstructure_hook(Permissions, lambda p: p.to_dict())
 
     def structure_factory(cls: type[Any]) -> Callable[[Any, Any], Any]:
@@ -336,9 +296,15 @@ def _fast_fn(cls: type[Any]) -> Callable[[Any], Any] | None:
         return None
     attrs.resolve_types(cls)
     ns: dict[str, Any] = {"_Slow": _Slow, "_M": _MISSING, "_cls": cls, "tuple": tuple}
-    body = ["def fast(o):", "    if type(o) is not dict:", "        raise _Slow"]
+    # method and path only travel into a deferred model, for its error message.
+    body = [
+        "def fast(o, _method='', _path=''):",
+        "    if type(o) is not dict:",
+        "        raise _Slow",
+    ]
     args: list[str] = []
     known: list[str] = []
+    deferred: list[str] = []
     has_extra = False
     for i, field in enumerate(attrs.fields(cls)):
         if field.name == "extra":
@@ -416,6 +382,19 @@ def _fast_fn(cls: type[Any]) -> Callable[[Any], Any] | None:
                 ]
             else:
                 return None  # anything else is left to cattrs
+        elif attrs.has(typ) and field.metadata.get("icr_async.lazy"):
+            if _fast_fn(typ) is None:
+                return None
+            # Decoded when first read (see _lazy): its JSON object now.
+            ns[f"_n{i}"] = typ
+            ns["_Deferred"] = Deferred
+            ns["_dict"] = dict
+            deferred.append(field.name)
+            check = [
+                f"{indent}if type({var}) is not _dict:",
+                f"{indent}    raise _Slow",
+                f"{indent}{var} = _Deferred({var}, _n{i}, _method, _path)",
+            ]
         elif attrs.has(typ):
             inner = _fast_fn(typ)
             if inner is None:
@@ -443,6 +422,8 @@ def _fast_fn(cls: type[Any]) -> Callable[[Any], Any] | None:
         return None
     fn: Callable[[Any], Any] = ns["fast"]
     fn.__source__ = "\n".join(body)  # type: ignore[attr-defined]  # for debugging
+    for name in deferred:
+        defer_field(cls, name, _decode_deferred)
     _FAST[cls] = fn
     return fn
 
@@ -512,8 +493,9 @@ def decode(data: Any, cls: type[T], *, root: str = "$") -> T:
     The fast path first; any shape it does not take goes to the converter, the reference for
     every rule. ``root`` names the data in the failure's ``detail`` (``payload.event``).
     """
-    obj = _fast_or_none(data, cls)
-    return _convert(data, cls, root) if obj is None else obj
+    # Always eager, through the converter: what arrives at a webhook endpoint is judged whole
+    # at the door (nothing decoded later, on first access), and its volume is small.
+    return _convert(data, cls, root)
 
 
 def structure(data: Any, cls: type[T], *, method: str = "", path: str = "") -> T:
@@ -524,7 +506,7 @@ def structure(data: Any, cls: type[T], *, method: str = "", path: str = "") -> T
         fast = _fast_fn(cls)
     if fast is not None:
         try:
-            return fast(data)  # type: ignore[no-any-return,operator]
+            return fast(data, method, path)  # type: ignore[no-any-return,operator]
         except _Slow:
             pass
         except _DECODE_ERRORS:
@@ -537,6 +519,23 @@ def structure(data: Any, cls: type[T], *, method: str = "", path: str = "") -> T
             method=method,
             path=path,
             field=failure.field,
+        ) from failure.__cause__
+
+
+def _decode_deferred(deferred: Deferred, owner: type[Any], name: str) -> Any:
+    """A deferred nested model, decoded on first read; a failure reads as the eager decode's
+    would have (the owner's name, the field path from the owner, the request)."""
+    obj = _fast_or_none(deferred.data, deferred.cls)
+    if obj is not None:
+        return obj
+    try:
+        return _convert(deferred.data, deferred.cls, f"$.{name}")
+    except DecodeFailure as failure:
+        raise ResponseDecodeError(
+            f"could not read {owner.__name__} from the response: {failure.detail}",
+            method=deferred.method,
+            path=deferred.path,
+            field=f"{name}.{failure.field}" if failure.field else name,
         ) from failure.__cause__
 
 

@@ -206,7 +206,7 @@ class TokenAuth:
             not names_dead_token(resp.content)
             and last is not None
             and last.token == credential
-            and self._clock() - last.minted_at < FRESH_TOKEN_WINDOW
+            and self._clock() - last._minted < FRESH_TOKEN_WINDOW
             and state.lag_retries < len(LAG_RETRY_DELAYS)
         ):
             # Freshly minted and already refused: give replication a moment, same token.
@@ -214,7 +214,7 @@ class TokenAuth:
             state.lag_retries += 1
             logger.debug(
                 "401 for a token minted %.1f s ago; retrying in %.1f s",
-                self._clock() - last.minted_at,
+                self._clock() - last._minted,
                 delay,
             )
             await self._sleep(delay)

@@ -183,12 +183,14 @@ class OrganizationEndpoints(TokenScoped):
             f"/organizations/{path_param(await self.organization_id(), 'organization_id')}{suffix}"
         )
 
-    async def _list(self, cls: type[Any], suffix: str, key: str) -> tuple[Any, ...]:
-        # Lists the docs do not describe as paginated: a bare list or an object holding one.
+    async def _list(self, cls: type[M], suffix: str, key: str) -> Page[M]:
+        # Lists the docs do not describe as paginated: a bare list or an object holding one,
+        # returned as a Page like every list_* (pagination None unless the server sent one).
         path = await self._org_path(suffix)
         data = await self._json("GET", path)
-        items, _ = read_pagination(data, key, method="GET", path=path)
-        return tuple(structure(item, cls, method="GET", path=path) for item in items)
+        items, pagination = read_pagination(data, key, method="GET", path=path)
+        found = tuple(structure(item, cls, method="GET", path=path) for item in items)
+        return Page(items=found, pagination=pagination, page=0, limit=len(found))
 
     async def _iter_org(
         self, cls: type[M], suffix: str, key: str, page_size: int
@@ -276,19 +278,17 @@ class OrganizationEndpoints(TokenScoped):
         """``GET /organizations/{id}``: this installation's organization."""
         return await self._model(Organization, "GET", await self._org_path())
 
-    async def list_addresses(self) -> tuple[Address, ...]:
+    async def list_addresses(self) -> Page[Address]:
         """``GET /organizations/{id}/addresses``: the organization's addresses."""
-        result: tuple[Address, ...] = await self._list(Address, "/addresses", "addresses")
-        return result
+        return await self._list(Address, "/addresses", "addresses")
 
-    async def list_retirements(self) -> tuple[Retirement, ...]:
+    async def list_retirements(self) -> Page[Retirement]:
         """``GET /organizations/{id}/retirements``: the organization's retirements.
 
         ICR answers ``{"retirements": [...]}`` (a bare list is accepted too); the items of
         that one answer are returned.
         """
-        result: tuple[Retirement, ...] = await self._list(Retirement, "/retirements", "retirements")
-        return result
+        return await self._list(Retirement, "/retirements", "retirements")
 
     async def get_retirement_pdf(self, retirement_id: str | int) -> bytes:
         """``GET /organizations/{id}/retirements/{retirementId}/pdf``: the retirement

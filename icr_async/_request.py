@@ -47,6 +47,8 @@ NO_BODY: Final[Any] = _NoBody()
 # One scan for everything a caller-supplied path must not contain: a scheme or authority
 # ("://", a leading "//"), backslashes, whitespace or control characters, "." / ".." segments
 # (also percent-encoded: yarl would decode and resolve "%2e%2e").
+_GOOD_PATHS: set[str] = set()
+_GOOD_PATHS_MAX = 20_000
 _BAD_PATH_RE = re.compile(r"://|\\|[\x00-\x20\x7f]|/(?:\.|%2e){1,2}(?:/|$)", re.IGNORECASE)
 
 
@@ -122,6 +124,8 @@ class Request:
 
 def check_path(path: object) -> str:
     """``path`` if it is an absolute API path that cannot leave the API's base URL."""
+    if type(path) is str and path in _GOOD_PATHS:
+        return path  # checked before: a set lookup instead of a scan per request()
     if not isinstance(path, str) or not path.startswith("/") or path.startswith("//"):
         raise InvalidArgumentError(
             f"path must be an absolute API path like '/organizations/ID', got {path!r}"
@@ -133,6 +137,9 @@ def check_path(path: object) -> str:
         raise InvalidArgumentError(
             f"path {path!r} contains characters that are not allowed in a path"
         )
+    if len(_GOOD_PATHS) >= _GOOD_PATHS_MAX:
+        _GOOD_PATHS.clear()  # bounded; refilled by the paths in use
+    _GOOD_PATHS.add(path)
     return path
 
 

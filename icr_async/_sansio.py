@@ -55,6 +55,10 @@ _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 MAX_PAGE_LIMIT = 1000
 
+# Ids already checked (a set lookup instead of a regular expression per typed call).
+_GOOD_IDS: set[str] = set()
+_GOOD_IDS_MAX = 20_000
+
 Loads = Callable[[bytes], Any]
 # An integer that may not fit in 64 bits (orjson would make it a float) is a run of 20
 # digits: every digit mapped to "0" and anything else to " ", then a plain substring search
@@ -82,14 +86,29 @@ def json_loader(use_orjson: bool) -> Loads:
 
             def loads(data: bytes) -> Any:
                 if _LONG_NUMBER in data.translate(_DIGITS_AS_ZERO):
-                    return json.loads(data)
+                    return _plain_loads(data)
                 try:
                     return fast(data)
                 except refused:
-                    return json.loads(data)
+                    return _plain_loads(data)
 
             return loads
-    return json.loads
+    return _plain_loads
+
+
+_DECODER = json.JSONDecoder()
+
+
+def _plain_loads(data: bytes) -> Any:
+    # What json.loads(bytes) does, minus its encoding sniffing (JSON on the wire is UTF-8);
+    # anything else (a BOM, UTF-16) still gets json.loads's own reading.
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return json.loads(data)
+    if text.startswith("\ufeff"):
+        return json.loads(data)
+    return _DECODER.decode(text)
 
 
 # Chosen once, at import; ICR_ASYNC_NO_ORJSON=1 keeps the standard library's parser.
@@ -104,6 +123,8 @@ def path_param(value: object, what: str = "installation_id") -> str:
     alphabet (letters, digits, ``-``, ``_``) is exactly the one that needs no
     percent-encoding, so an accepted id is already encoded.
     """
+    if type(value) is str and value in _GOOD_IDS:
+        return value  # checked before: the hot path of every typed call on a known id
     if isinstance(value, bool):
         raise InvalidArgumentError(f"{what} must be a string or integer id, got a boolean")
     if isinstance(value, int):
@@ -123,6 +144,9 @@ def path_param(value: object, what: str = "installation_id") -> str:
             "(no '/', '.', '%', spaces or non-ASCII)"
         )
     # Every character the pattern admits is URL-safe as it stands: nothing to encode.
+    if len(_GOOD_IDS) >= _GOOD_IDS_MAX:
+        _GOOD_IDS.clear()  # bounded; refilled by the ids in use
+    _GOOD_IDS.add(value)
     return value
 
 

@@ -76,6 +76,10 @@ class Core:
             method, path, base_url=self.base_url, safe=safe, checked=True, **options
         )
 
+    def get(self, path: str) -> Request:
+        """``build("GET", path)`` without the option handling: the typed reads' hot path."""
+        return Request("GET", path, self.base_url + path, None, None, True, True, None)
+
     async def revoke(self, value: str, key: str | None) -> bool:
         """``DELETE /app/installations/token`` with ``value`` as the bearer; the token is
         dropped from the cache either way. ``False`` when the server already considered
@@ -165,8 +169,9 @@ class TokenScoped(Caller):
         return await self._core.pipeline.send(self._core.build(method, path), self._auth)
 
     async def _model(self, cls: type[M], method: str, path: str, *, json: Any = NO_BODY) -> M:
-        request = self._core.build(method, path, json=json)
-        return await self._core.pipeline.model(cls, request, self._auth)
+        core = self._core
+        request = core.get(path) if method == "GET" else core.build(method, path, json=json)
+        return await core.pipeline.model(cls, request, self._auth)
 
     async def _page(
         self,

@@ -100,7 +100,7 @@ async def _token_installation(args: argparse.Namespace, client: AsyncICRClient) 
         _print_json(
             {
                 "token": token.token,
-                "expiresAt": unstructure(token.expires_at_datetime),
+                "expiresAt": unstructure(token.expires_at),
                 "installationId": token.installation_id,
                 "organizationId": token.organization_id,
             }

@@ -34,18 +34,11 @@ from ._sansio import check_page_args, path_param, server_time
 from ._scoped import Caller, Core, TokenScoped
 from ._settings import resolve_settings
 from ._signers import Signer
+from ._token_answer import AccessTokenAnswer, token_from_answer
 from ._tokens import ClientStats, MemoryTokenCache, TokenCache, TokenManager
-from ._transport import AiohttpTransport, Response, Transport
+from ._transport import AiohttpTransport, Transport
 from .errors import ConfigurationError, InvalidArgumentError
-from .models import (
-    AppAccessToken,
-    CreatedOrganization,
-    Installation,
-    InstallationAccessToken,
-    OrganizationType,
-    Page,
-    Token,
-)
+from .models import CreatedOrganization, Installation, OrganizationType, Page, Token
 
 __all__ = ["AsyncAppTokenClient", "AsyncICRClient", "AsyncInstallationClient"]
 
@@ -171,18 +164,24 @@ class AsyncICRClient(Caller):
             mint=self._mint,
             clock=self._clock,
             refresh_margin=config.refresh_margin,
+            # "is None", never "or": an empty cache has len() 0 and would be replaced.
             memory=memory
-            or MemoryTokenCache(max_entries=config.token_cache_size, clock=self._clock),
+            if memory is not None
+            else MemoryTokenCache(max_entries=config.token_cache_size, clock=self._clock),
             shared=None if memory is not None else token_cache,
             stats=self.stats,
         )
-        self._transport: Transport = transport or AiohttpTransport(
-            pool_size=config.pool_size,
-            pool_size_per_host=config.pool_size_per_host,
-            in_flight=config.in_flight_limit,
-            timeouts=config.timeouts,
-            ssl=config.ssl,
-            trace_configs=trace_configs,
+        self._transport: Transport = (
+            transport
+            if transport is not None
+            else AiohttpTransport(
+                pool_size=config.pool_size,
+                pool_size_per_host=config.pool_size_per_host,
+                in_flight=config.in_flight_limit,
+                timeouts=config.timeouts,
+                ssl=config.ssl,
+                trace_configs=trace_configs,
+            )
         )
         self._closed = False
         self._base_url = config.base_url
@@ -194,7 +193,9 @@ class AsyncICRClient(Caller):
         # Idempotency keys and pauses belong to the app on one server, not to a key: a key
         # rotation must not forget which actions were sent.
         self._app_scope = f"{self.app_id}|{self._base_url}"
-        self._backoff: BackoffStore = backoff or MemoryBackoffStore(clock=self._clock)
+        self._backoff: BackoffStore = (
+            backoff if backoff is not None else MemoryBackoffStore(clock=self._clock)
+        )
         self._pipeline = Pipeline(
             transport=self._transport,
             headers={
@@ -217,7 +218,9 @@ class AsyncICRClient(Caller):
             base_url=self._base_url,
             tokens=self._tokens,
             jwt_auth=self._jwt_auth,
-            idempotency=idempotency_store or MemoryIdempotencyStore(clock=self._clock),
+            idempotency=idempotency_store
+            if idempotency_store is not None
+            else MemoryIdempotencyStore(clock=self._clock),
             app_scope=self._app_scope,
             cache_prefix=self._cache_prefix,
             clock=self._clock,
@@ -278,55 +281,47 @@ class AsyncICRClient(Caller):
     def _cache_key(self, installation_id: str) -> str:
         return self._cache_prefix + installation_id
 
-    async def _create_token(
-        self, installation_id: str | None
-    ) -> tuple[AppAccessToken | InstallationAccessToken, Response]:
-        """``POST`` one new token (installation or, for ``None``, app), with the answer's
-        headers (their ``Date`` places its expiry on this machine's clock)."""
-        cls: type[AppAccessToken | InstallationAccessToken]
+    async def _create_token(self, installation_id: str | None) -> Token:
+        """``POST`` one new token (installation or, for ``None``, app). The answer's ``Date``
+        places its expiry on this machine's clock, the same for a cached token as for one
+        ``create_*_token()`` hands out."""
         if installation_id is None:
-            path, cls = "/app/accessTokens", AppAccessToken
+            path = "/app/accessTokens"
         else:
             path = f"/app/installations/{path_param(installation_id)}/accessTokens"
-            cls = InstallationAccessToken
         request = self._core.build("POST", path, safe=True)
-        return await self._pipeline.model_and_response(cls, request, self._jwt_auth)
+        answer, resp = await self._pipeline.model_and_response(
+            AccessTokenAnswer, request, self._jwt_auth
+        )
+        return token_from_answer(
+            answer,
+            installation_id=installation_id,
+            now=self._clock(),
+            server_now=server_time(resp.headers, self._sync.now()),
+        )
 
     async def _mint(self, installation_id: str | None) -> Token:
-        """Mint one token for the token manager, its expiry on this machine's clock."""
-        minted, resp = await self._create_token(installation_id)
-        server_now = server_time(resp.headers, self._sync.now())
-        return Token(
-            token=minted.token,
-            expires_at=self._clock() + (minted.expires_at.timestamp() - server_now),
-            installation_id=installation_id,
-            organization_id=getattr(minted, "organization_id", None),
-            minted_at=self._clock(),
-        )
+        """Mint one token for the token manager."""
+        return await self._create_token(installation_id)
 
     # -- app endpoints (app JWT) --------------------------------------------------------
 
-    async def create_app_token(self) -> AppAccessToken:
+    async def create_app_token(self) -> Token:
         """``POST /app/accessTokens``: a new app access token (not cached; see
-        ``app_token_client()`` for a cached one)."""
-        minted, _ = await self._create_token(None)
-        assert isinstance(minted, AppAccessToken)
-        return minted
+        ``app_token_client()`` for a cached one). Its ``expires_at`` is on this machine's
+        clock, as for a cached token."""
+        return await self._create_token(None)
 
-    async def create_installation_token(
-        self, installation_id: str | int
-    ) -> InstallationAccessToken:
-        """``POST /app/installations/{id}/accessTokens``: a new installation access token.
+    async def create_installation_token(self, installation_id: str | int) -> Token:
+        """``POST /app/installations/{id}/accessTokens``: a new installation access token,
+        of the same type as ``installation(id).get_token()`` returns.
 
-        This always mints; to reuse a cached token use ``installation(id).get_token()``.
+        This always mints and does not cache; to reuse a cached token use
+        ``installation(id).get_token()``.
         """
-        minted, _ = await self._create_token(path_param(installation_id))
-        assert isinstance(minted, InstallationAccessToken)
-        return minted
+        return await self._create_token(path_param(installation_id))
 
-    async def revoke_token(
-        self, token: str | Token | AppAccessToken | InstallationAccessToken
-    ) -> bool:
+    async def revoke_token(self, token: str | Token) -> bool:
         """``DELETE /app/installations/token``: revoke an access token (it is the bearer).
 
         Returns ``True`` when revoked, ``False`` when the server already considered the
@@ -371,7 +366,7 @@ class AsyncICRClient(Caller):
     async def get_installation(self, installation_id: str | int) -> Installation:
         """``GET /app/installations/{id}``: one installation. Use it to confirm an
         ``installationId`` received on the install callback before trusting it."""
-        request = self._core.build("GET", f"/app/installations/{path_param(installation_id)}")
+        request = self._core.get(f"/app/installations/{path_param(installation_id)}")
         return await self._pipeline.model(Installation, request, self._jwt_auth)
 
     async def create_user_organization(

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import datetime
 import enum
+import warnings
 from collections.abc import Iterator, Mapping
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, overload
 
 import attrs
 
+from ._compat import deprecated_names
 from ._models_credits import (
     Address,
     Credit,
@@ -37,16 +39,13 @@ from ._redact import mask_token
 from .errors import InvalidArgumentError
 
 __all__ = [
-    "AccessToken",
     "Address",
-    "AppAccessToken",
     "CreatedOrganization",
     "Credit",
     "CreditAction",
     "CreditRequest",
     "CreditType",
     "Installation",
-    "InstallationAccessToken",
     "Inventory",
     "Organization",
     "OrganizationType",
@@ -160,60 +159,124 @@ def _refuse_format(token: object, spec: str) -> str:
     )
 
 
-@attrs.frozen(kw_only=True)
-class AccessToken:
-    """An access token as ICR returns it (``POST /app/accessTokens`` and kin).
-
-    ``token`` is the secret; ``repr`` shows it masked (``crs_…9c5b``).
-    """
-
-    token: str = attrs.field(repr=_masked)
-    expires_at: datetime.datetime
-    id: str | None = None
-    created_at: datetime.datetime | None = None
-    updated_at: datetime.datetime | None = None
-    is_active: bool = True
-    permissions: Permissions = attrs.field(factory=Permissions)
-    app_id: str | None = None
-
-    def __str__(self) -> str:
-        return mask_token(self.token)
-
-    __format__ = _refuse_format
+_UTC = datetime.timezone.utc
 
 
-@attrs.frozen(kw_only=True)
-class AppAccessToken(AccessToken):
-    """An app access token: for app-level and semi-public endpoints such as ``/projects``."""
+class _Empty(Mapping[str, Any]):
+    """An empty read-only mapping: the one ``extra`` of every token that has none."""
+
+    __slots__ = ()
+
+    def __getitem__(self, key: str) -> Any:
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+    def __repr__(self) -> str:
+        return "{}"
+
+    def __reduce__(self) -> str:
+        return "_NO_EXTRA"  # unpickles as the one instance
 
 
-@attrs.frozen(kw_only=True)
-class InstallationAccessToken(AccessToken):
-    """An installation access token: acts on one organization within the app's permissions."""
+_NO_EXTRA: Mapping[str, Any] = _Empty()
+_NO_PERMISSIONS = Permissions()
+# Read by the private converter (``_converters.LOCAL``, which imports this module): a field
+# the SDK works out itself, never read from or written to JSON.
+_LOCAL: Mapping[str, Any] = {"icr_async.local": True}
 
-    installation_id: str | None = None
-    organization_id: str | None = None
+
+def _utc(value: object, name: str) -> datetime.datetime:
+    """``value`` as an aware UTC ``datetime``; POSIX seconds (the former type) with a warning."""
+    if type(value) is datetime.datetime and value.tzinfo is _UTC:
+        return value
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise InvalidArgumentError(
+                f"Token.{name} must be a timezone-aware datetime, got a naive one "
+                "(use datetime.datetime.now(datetime.timezone.utc), not datetime.now())"
+            )
+        return value.astimezone(_UTC)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        warnings.warn(
+            f"Token({name}=<POSIX seconds>) is deprecated and will be refused in the next "
+            f"release; pass an aware datetime, e.g. "
+            f"datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)",
+            DeprecationWarning,
+            stacklevel=4,
+        )
+        return datetime.datetime.fromtimestamp(value, tz=_UTC)
+    raise InvalidArgumentError(
+        f"Token.{name} must be an aware datetime, got {type(value).__name__}"
+    )
 
 
 @attrs.frozen(kw_only=True)
 class Token:
-    """A cached token as the client hands it out from ``get_token()``.
+    """An access token, installation or app: what ``installation(id).get_token()``,
+    ``create_installation_token(id)`` and ``create_app_token()`` return, and what every
+    ``TokenCache`` stores.
 
-    ``expires_at`` is in *this machine's* clock (corrected for server skew), so
-    ``expires_at - time.time()`` is the real remaining life. ``str(token)`` is masked; use
-    ``token.token`` for the secret itself.
+    ``expires_at`` is an aware UTC ``datetime`` on *this machine's* clock: ICR's
+    ``expiresAt`` corrected for the difference between the server's clock (its ``Date``
+    header) and this one, so ``token.expires_at - datetime.now(timezone.utc)`` is the real
+    remaining life. ``minted_at`` is when this machine received it (``None`` if unknown).
+    The other facts ICR sent (``id``, ``created_at``, ``updated_at``: on the server's clock,
+    ``is_active``, ``permissions``, ``app_id``) are kept as sent, and keys the SDK does not
+    know land in ``extra``.
+
+    ``str(token)`` and ``repr`` are masked (``crs_…9c5b``), and formatting a token into
+    text raises: use ``token.token`` for the secret itself.
     """
 
     token: str = attrs.field(repr=_masked)
-    expires_at: float
+    expires_at: datetime.datetime
     installation_id: str | None = None
     organization_id: str | None = None
-    minted_at: float = 0.0
+    # Shared defaults (both are read-only): a cache holds many tokens.
+    permissions: Permissions = attrs.field(default=_NO_PERMISSIONS)
+    minted_at: datetime.datetime | None = None
+    id: str | None = None
+    created_at: datetime.datetime | None = None
+    updated_at: datetime.datetime | None = None
+    is_active: bool = True
+    app_id: str | None = None
+    extra: Mapping[str, Any] = attrs.field(default=_NO_EXTRA, repr=False, eq=False)
+    # ``expires_at`` as POSIX seconds, worked out once: the token manager compares it with
+    # the clock on every request, and ``datetime.timestamp()`` there would cost more than
+    # the rest of a cache hit.
+    _expires: float = attrs.field(init=False, repr=False, eq=False, metadata=_LOCAL)
+    # ``minted_at`` likewise (0.0 when unknown): a token that lives less than twice the
+    # refresh margin has its own margin worked out from its life on every request.
+    _minted: float = attrs.field(init=False, repr=False, eq=False, metadata=_LOCAL)
+
+    def __attrs_post_init__(self) -> None:
+        expires_at = _utc(self.expires_at, "expires_at")
+        if expires_at is not self.expires_at:
+            object.__setattr__(self, "expires_at", expires_at)
+        object.__setattr__(self, "_expires", expires_at.timestamp())
+        minted = 0.0
+        if self.minted_at is not None:
+            minted_at = _utc(self.minted_at, "minted_at")
+            if minted_at is not self.minted_at:
+                object.__setattr__(self, "minted_at", minted_at)
+            minted = minted_at.timestamp()
+        object.__setattr__(self, "_minted", minted)
 
     @property
     def expires_at_datetime(self) -> datetime.datetime:
-        """``expires_at`` as an aware UTC ``datetime``."""
-        return datetime.datetime.fromtimestamp(self.expires_at, tz=datetime.timezone.utc)
+        """Deprecated: ``expires_at`` is the aware UTC ``datetime`` itself now."""
+        warnings.warn(
+            "Token.expires_at_datetime is deprecated and will be removed in the next release; "
+            "use Token.expires_at (an aware UTC datetime now)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.expires_at
 
     def __str__(self) -> str:
         return mask_token(self.token)
@@ -259,7 +322,8 @@ class Installation:
     app_name_id: str | None = None
     app_id: str | None = None
     access_tokens_url: str | None = None
-    organization: Organization | None = None
+    # Decoded on first read (most callers never read it; icr_async._lazy says how).
+    organization: Organization | None = attrs.field(default=None, metadata={"icr_async.lazy": True})
     extra: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
 
     @property
@@ -351,7 +415,25 @@ class Page(Generic[T]):
     def __iter__(self) -> Iterator[T]:
         return iter(self.items)
 
+    @overload
+    def __getitem__(self, index: int) -> T: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> tuple[T, ...]: ...
+
+    def __getitem__(self, index: int | slice) -> T | tuple[T, ...]:
+        return self.items[index]
+
     @property
     def total(self) -> int | None:
         """The total item count the server reported, if any."""
         return self.pagination.total if self.pagination else None
+
+
+# One type for every token: the former wire classes are aliases of ``Token`` for one more
+# release, with a DeprecationWarning (ICR's wire shape is read by ``_token_answer``).
+__getattr__ = deprecated_names(
+    "icr_async.models",
+    globals(),
+    {"AccessToken": "Token", "AppAccessToken": "Token", "InstallationAccessToken": "Token"},
+)

@@ -1,6 +1,6 @@
-"""The ``icr-async`` command against the emulator: as a subprocess where the process matters
-(a real pipe, a terminal, signals, the console script), in-process (``cli.main``) elsewhere,
-which is the same code at a fraction of the cost.
+"""The ``icr-async`` command against the emulator, run in this process (``cli.main`` through
+``cli_support.run_main``: stdin, stdout and stderr as pipes, the environment as given); the
+few behaviours only a real process shows are in tests/test_cli_smoke.py.
 
 Every subcommand is run for real: exit statuses (0 ok, 1 API error, 2 usage error), JSON on
 stdout and nothing else, one-line errors on stderr without a traceback (unless ``--debug``),
@@ -13,31 +13,28 @@ import asyncio
 import io
 import json
 import os
-import pty
 import re
-import select
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
-from cli_support import TIMEOUT, EmulatorThread, child_env, run_cli
+from cli_support import (
+    Certificate,
+    EmulatorThread,
+    assert_no_secret,
+    assert_one_line_error,
+    child_env,
+    make_certificate,
+    ok_json,
+    run_main,
+)
 
-from icr_async import AsyncICRClient, PrivateKey, RetirementData, cli
+from icr_async import PrivateKey, cli
 from icr_async._cli_common import _make_client, _Progress
 from icr_async._cli_export import export_pages
 from icr_async._cli_request import is_binary
 from icr_async.models import Installation, Page, Pagination
 from icr_async.testing import VARIANTS, Fault
-
-JWT_RE = re.compile(r"eyJ[0-9A-Za-z_-]{5,}\.")
-TOKEN_RE = re.compile(r"crs_[0-9a-f]{20,}")
-EMULATOR = [sys.executable, "-m", "icr_async", "emulator", "--port", "0"]
 
 
 @pytest.fixture(scope="module")
@@ -49,63 +46,18 @@ def emu(private_key_pem: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 @pytest.fixture
 def env(emu: EmulatorThread) -> dict[str, str]:
-    """The child environment pointing at the emulator."""
+    """The environment pointing at the emulator."""
     return emu.env
-
-
-def assert_one_line_error(stderr: str, *fragments: str) -> None:
-    """stderr is exactly one ``icr-async: error:`` line holding ``fragments``."""
-    lines = stderr.splitlines()
-    assert len(lines) == 1, stderr
-    assert lines[0].startswith("icr-async: error: "), stderr
-    for fragment in fragments:
-        assert fragment in lines[0], stderr
-    assert "Traceback" not in stderr
-
-
-def assert_no_secret(text: str) -> None:
-    """No token, JWT or private key in ``text``."""
-    assert not TOKEN_RE.search(text), text
-    assert not JWT_RE.search(text), text
-    assert "PRIVATE KEY" not in text
-
-
-def ok_json(result: subprocess.CompletedProcess[str]) -> Any:
-    """The JSON on stdout of a run that succeeded silently."""
-    assert result.returncode == 0, result.stderr
-    assert result.stderr == ""
-    return json.loads(result.stdout)
 
 
 # -- general ------------------------------------------------------------------------------
 
 
-def test_help_lists_every_subcommand() -> None:
-    result = run_cli("--help", env=child_env())
-    assert result.returncode == 0
-    for name in ("demo", "emulator", "token", "installations", "request", "key"):
-        assert name in result.stdout
-    assert "ICR_PRIVATE_KEY_PATH" in result.stdout
-
-
 def test_no_command_prints_help_on_stderr_and_exits_2() -> None:
-    result = run_cli(env=child_env())
+    result = run_main(env=child_env())
     assert result.returncode == 2
     assert result.stdout == ""
     assert "usage: icr-async" in result.stderr
-
-
-def test_console_script_and_module_agree() -> None:
-    script = Path(sys.executable).with_name("icr-async")
-    if not script.exists():
-        pytest.skip("the icr-async console script is not installed in this environment")
-    by_script = subprocess.run(
-        [str(script), "--version"], capture_output=True, text=True, timeout=TIMEOUT, check=False
-    )
-    by_module = run_cli("--version", env=child_env())
-    assert by_script.returncode == by_module.returncode == 0
-    assert by_script.stdout == by_module.stdout
-    assert by_module.stdout.startswith("icr-async ")
 
 
 @pytest.mark.parametrize(
@@ -130,11 +82,11 @@ def test_usage_errors_are_one_line_and_exit_2(
     assert_one_line_error(captured.err, message, "--help")
 
 
-# -- demo and emulator --------------------------------------------------------------------
+# -- demo (the emulator subcommand needs signals: tests/test_cli_smoke.py) -------------------
 
 
 def test_demo_runs_the_whole_flow() -> None:
-    result = run_cli("demo", "--installations", "8", "--concurrency", "4", env=child_env())
+    result = run_main("demo", "--installations", "8", "--concurrency", "4", env=child_env())
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     assert "ICR emulator listening on http://127.0.0.1:" in result.stdout
@@ -143,96 +95,15 @@ def test_demo_runs_the_whole_flow() -> None:
     assert_no_secret(result.stdout)
 
 
-def test_emulator_subcommand_serves_until_sigint(tmp_path: Path) -> None:
-    ready = tmp_path / "ready"
-    key = tmp_path / "key.pem"
-    proc = subprocess.Popen(
-        [*EMULATOR, "--installations", "3", "--key-out", str(key), "--ready-file", str(ready)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=child_env(),
-    )
-    try:
-        deadline = time.monotonic() + TIMEOUT
-        # Bounded wait for the child to listen.
-        while not ready.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert ready.exists(), proc.stderr.read() if proc.stderr else ""
-        url = ready.read_text().strip()
-        assert PrivateKey.from_path(key).bits == 2048  # the key file is a usable key
-        listed = run_cli(
-            "installations",
-            "list",
-            "--format",
-            "json",
-            env=child_env(ICR_BASE_URL=url, ICR_PRIVATE_KEY_PATH=str(key), ICR_APP_ID="x"),
-        )
-        # A wrong app id is refused by the emulator: proves the CLI reached it.
-        assert listed.returncode == 1
-        assert "401" in listed.stderr
-        proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=TIMEOUT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate(timeout=TIMEOUT)
-    assert proc.returncode == 0, stderr
-    exports = dict(
-        line.removeprefix("export ").split("=", 1)
-        for line in stdout.splitlines()
-        if line.startswith("export ")
-    )
-    assert exports["ICR_BASE_URL"] == url
-    assert exports["ICR_PRIVATE_KEY_PATH"] == str(key)
-    assert "PRIVATE KEY" not in stdout
-    assert stdout.rstrip().endswith("ICR emulator stopped")
-
-
-def test_emulator_exports_work_for_the_cli(tmp_path: Path) -> None:
-    ready = tmp_path / "ready"
-    key = tmp_path / "k.pem"
-    proc = subprocess.Popen(
-        [*EMULATOR, "--installations", "4", "--key-out", str(key), "--ready-file", str(ready)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=child_env(),
-    )
-    try:
-        assert proc.stdout is not None
-        exports: dict[str, str] = {}
-        # The three export lines are the last of the banner; read at most 20 lines.
-        for _ in range(20):
-            line = proc.stdout.readline()
-            if line.startswith("export "):
-                name, value = line.strip().removeprefix("export ").split("=", 1)
-                exports[name] = value
-            if len(exports) == 3 or not line:
-                break
-        assert set(exports) == {"ICR_APP_ID", "ICR_PRIVATE_KEY_PATH", "ICR_BASE_URL"}
-        page = ok_json(run_cli("installations", "list", env=child_env(**exports)))
-        assert page["pagination"]["total"] == 4
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=TIMEOUT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate(timeout=TIMEOUT)
-    assert proc.returncode == 0
-
-
 # -- token --------------------------------------------------------------------------------
 
 
 def test_token_app_json_and_raw(env: dict[str, str], emu: EmulatorThread) -> None:
-    data = ok_json(run_cli("token", "app", env=env))
+    data = ok_json(run_main("token", "app", env=env))
     assert data["token"].startswith("crs_")
     assert data["appId"] == emu.app.app_id
     assert data["expiresAt"].endswith("Z")
-    raw = run_cli("token", "app", "--raw", env=env)
+    raw = run_main("token", "app", "--raw", env=env)
     assert raw.returncode == 0
     assert re.fullmatch(r"crs_[0-9a-f]+\n", raw.stdout)
     assert raw.stderr == ""
@@ -240,14 +111,14 @@ def test_token_app_json_and_raw(env: dict[str, str], emu: EmulatorThread) -> Non
 
 def test_token_installation_json_raw_and_min_ttl(env: dict[str, str], emu: EmulatorThread) -> None:
     inst = emu.installation_ids[0]
-    data = ok_json(run_cli("token", "installation", inst, "--min-ttl", "600", env=env))
+    data = ok_json(run_main("token", "installation", inst, "--min-ttl", "600", env=env))
     assert data["installationId"] == inst
     assert data["organizationId"]
     assert data["token"].startswith("crs_")
-    raw = run_cli("token", "installation", inst, "--raw", env=env)
+    raw = run_main("token", "installation", inst, "--raw", env=env)
     assert raw.returncode == 0
     assert re.fullmatch(r"crs_[0-9a-f]+\n", raw.stdout)
-    too_long = run_cli("token", "installation", inst, "--min-ttl", "100000", env=env)
+    too_long = run_main("token", "installation", inst, "--min-ttl", "100000", env=env)
     assert too_long.returncode == 1
     assert too_long.stdout == ""
     assert_one_line_error(too_long.stderr, "100000", "--min-ttl")
@@ -257,17 +128,18 @@ def test_token_revoke_from_argument_stdin_and_twice(
     env: dict[str, str], emu: EmulatorThread
 ) -> None:
     inst = emu.installation_ids[1]
-    first = run_cli("token", "installation", inst, "--raw", env=env).stdout.strip()
-    assert ok_json(run_cli("token", "revoke", first, env=env)) == {"revoked": True}
-    assert emu.emulator.token_record(first) is not None
-    assert emu.emulator.token_record(first).revoked  # type: ignore[union-attr]
+    first = run_main("token", "installation", inst, "--raw", env=env).stdout.strip()
+    assert ok_json(run_main("token", "revoke", first, env=env)) == {"revoked": True}
+    record = emu.emulator.token_record(first)
+    assert record is not None
+    assert record.revoked
 
-    second = run_cli("token", "app", "--raw", env=env).stdout.strip()
-    assert ok_json(run_cli("token", "revoke", "-", input=second + "\n", env=env)) == {
+    second = run_main("token", "app", "--raw", env=env).stdout.strip()
+    assert ok_json(run_main("token", "revoke", "-", input=second + "\n", env=env)) == {
         "revoked": True
     }
     # Revoked already: the API says 401, the hint says why.
-    again = run_cli("token", "revoke", "--stdin", input=second, env=env)
+    again = run_main("token", "revoke", "--stdin", input=second, env=env)
     assert again.returncode == 1
     assert again.stdout == ""
     assert_one_line_error(again.stderr, "401", "already revoked")
@@ -275,10 +147,10 @@ def test_token_revoke_from_argument_stdin_and_twice(
 
 
 def test_token_revoke_needs_a_token(env: dict[str, str]) -> None:
-    missing = run_cli("token", "revoke", env=env)
+    missing = run_main("token", "revoke", env=env)
     assert missing.returncode == 2
     assert_one_line_error(missing.stderr, "no token to revoke")
-    empty = run_cli("token", "revoke", "-", input="", env=env)
+    empty = run_main("token", "revoke", "-", input="", env=env)
     assert empty.returncode == 2
     assert_one_line_error(empty.stderr, "no token on stdin")
 
@@ -289,7 +161,7 @@ def test_token_revoke_needs_a_token(env: dict[str, str]) -> None:
 def test_installations_list_json_by_default_off_a_terminal(
     env: dict[str, str], emu: EmulatorThread
 ) -> None:
-    data = ok_json(run_cli("installations", "list", "--limit", "3", "--page", "1", env=env))
+    data = ok_json(run_main("installations", "list", "--limit", "3", "--page", "1", env=env))
     assert [i["id"] for i in data["installations"]] == emu.installation_ids[3:6]
     assert data["pagination"]["currentPage"] == 1
     assert data["pagination"]["total"] == 12
@@ -297,7 +169,7 @@ def test_installations_list_json_by_default_off_a_terminal(
 
 
 def test_installations_list_table(env: dict[str, str], emu: EmulatorThread) -> None:
-    result = run_cli("installations", "list", "--limit", "3", "--format", "table", env=env)
+    result = run_main("installations", "list", "--limit", "3", "--format", "table", env=env)
     assert result.returncode == 0
     assert result.stderr == ""
     lines = result.stdout.splitlines()
@@ -306,67 +178,20 @@ def test_installations_list_table(env: dict[str, str], emu: EmulatorThread) -> N
     assert lines[4] == "3 of 12 installations (page 0; 4 pages of 3)"
 
 
-def _run_on_pty(args: list[str], env: dict[str, str], stream: str) -> tuple[int, str, str]:
-    """Run the CLI with ``stream`` ("stdout" or "stderr") on a pseudo-terminal.
-
-    Returns (exit status, what the terminal showed, what the other stream got).
-    """
-    master, slave = pty.openpty()
-    pipes: dict[str, Any] = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
-    pipes[stream] = slave
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "icr_async", *args],
-        stdin=subprocess.DEVNULL,
-        env=env,
-        **pipes,
-    )
-    os.close(slave)
-    shown = bytearray()
-    try:
-        deadline = time.monotonic() + TIMEOUT
-        while time.monotonic() < deadline:
-            readable, _, _ = select.select([master], [], [], 0.2)
-            if readable:
-                try:
-                    chunk = os.read(master, 65536)
-                except OSError:  # EIO: every writer closed the terminal
-                    break
-                if not chunk:
-                    break
-                shown += chunk
-            elif proc.poll() is not None:
-                break
-        stdout, stderr = proc.communicate(timeout=TIMEOUT)
-        other = stderr if stream == "stdout" else stdout
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate(timeout=TIMEOUT)
-        os.close(master)
-    return proc.returncode, shown.decode(), (other or b"").decode()
-
-
-def test_installations_list_is_a_table_on_a_terminal(env: dict[str, str]) -> None:
-    status, shown, stderr = _run_on_pty(["installations", "list", "--limit", "2"], env, "stdout")
-    assert status == 0
-    assert stderr == ""
-    assert shown.splitlines()[0].split() == ["ID", "ORGANIZATION", "COUNTRY", "TYPE", "CREATED"]
-
-
 def test_installations_get(env: dict[str, str], emu: EmulatorThread) -> None:
     inst = emu.installation_ids[2]
-    data = ok_json(run_cli("installations", "get", inst, env=env))
+    data = ok_json(run_main("installations", "get", inst, env=env))
     assert data["id"] == inst
     assert data["appId"] == emu.app.app_id
     assert "permissions" in data
 
 
 def test_unknown_installation_is_an_api_error(env: dict[str, str]) -> None:
-    result = run_cli("installations", "get", "00000000-0000-4000-8000-000000000000", env=env)
+    result = run_main("installations", "get", "00000000-0000-4000-8000-000000000000", env=env)
     assert result.returncode == 1
     assert result.stdout == ""
     assert_one_line_error(result.stderr, "404", "no installation with that id for this app")
-    minted = run_cli("token", "installation", "no-such-installation", env=env)
+    minted = run_main("token", "installation", "no-such-installation", env=env)
     assert minted.returncode == 1
     assert_one_line_error(minted.stderr, "404", "no installation with that id")
 
@@ -374,7 +199,7 @@ def test_unknown_installation_is_an_api_error(env: dict[str, str]) -> None:
 def test_export_to_stdout_is_json_lines_in_order_with_silent_stderr(
     env: dict[str, str], emu: EmulatorThread
 ) -> None:
-    result = run_cli("installations", "export", "--page-size", "5", "--concurrency", "2", env=env)
+    result = run_main("installations", "export", "--page-size", "5", "--concurrency", "2", env=env)
     assert result.returncode == 0
     assert result.stderr == ""  # no progress bar off a terminal
     rows = [json.loads(line) for line in result.stdout.splitlines()]
@@ -384,7 +209,7 @@ def test_export_to_stdout_is_json_lines_in_order_with_silent_stderr(
 
 def test_export_to_file(env: dict[str, str], emu: EmulatorThread, tmp_path: Path) -> None:
     out = tmp_path / "all.jsonl"
-    result = run_cli(
+    result = run_main(
         "installations",
         "export",
         "--out",
@@ -404,23 +229,23 @@ def test_export_to_file(env: dict[str, str], emu: EmulatorThread, tmp_path: Path
 
 def test_export_shows_progress_on_a_terminal_only(env: dict[str, str], tmp_path: Path) -> None:
     out = tmp_path / "all.jsonl"
-    status, shown, stdout = _run_on_pty(
-        ["installations", "export", "--out", str(out), "--page-size", "2", "--concurrency", "3"],
-        env,
-        "stderr",
-    )
-    assert status == 0
-    assert stdout == ""
-    assert "\r[" in shown
-    assert "] 6/6 pages" in shown
-    assert f"exported 12 installations to {out}" in shown
+    args = ["installations", "export", "--out", str(out), "--page-size", "2", "--concurrency", "3"]
+    result = run_main(*args, env=env, terminal="stderr")
+    assert result.returncode == 0
+    assert result.stdout == ""
+    assert "\r[" in result.stderr
+    assert "] 6/6 pages" in result.stderr
+    assert f"exported 12 installations to {out}" in result.stderr
+    assert len(out.read_text().splitlines()) == 12
+    piped = run_main(*args, env=env)  # the same export, stderr a pipe: not a word
+    assert (piped.returncode, piped.stdout, piped.stderr) == (0, "", "")
     assert len(out.read_text().splitlines()) == 12
 
 
 def test_export_failure_leaves_no_file(env: dict[str, str], tmp_path: Path) -> None:
     out = tmp_path / "all.jsonl"
     bad = dict(env, ICR_APP_ID="00000000-0000-4000-8000-000000000000")
-    result = run_cli("installations", "export", "--out", str(out), env=bad)
+    result = run_main("installations", "export", "--out", str(out), env=bad)
     assert result.returncode == 1
     assert_one_line_error(result.stderr, "401", "check ICR_APP_ID and the private key")
     assert list(tmp_path.iterdir()) == []
@@ -433,17 +258,19 @@ def test_request_with_installation_token(env: dict[str, str], emu: EmulatorThrea
     inst = emu.emulator.installations(emu.app.app_id)[0]
     org_id = inst["organization"]["id"]
     data = ok_json(
-        run_cli("request", "GET", f"/organizations/{org_id}", "--installation", inst["id"], env=env)
+        run_main(
+            "request", "GET", f"/organizations/{org_id}", "--installation", inst["id"], env=env
+        )
     )
     assert data["id"] == org_id
     assert data["fullName"] == inst["organization"]["fullName"]
 
 
 def test_request_uses_app_token_and_jwt_by_path(env: dict[str, str], emu: EmulatorThread) -> None:
-    projects = ok_json(run_cli("request", "GET", "/projects", "--param", "limit=2", env=env))
+    projects = ok_json(run_main("request", "GET", "/projects", "--param", "limit=2", env=env))
     assert len(projects["projects"]) == 2
     listed = ok_json(
-        run_cli(
+        run_main(
             "request",
             "get",
             "/app/installations",
@@ -473,12 +300,12 @@ def _request_data_from_file_and_stdin(
     path = tmp_path / "body.json"
     path.write_text(json.dumps(body))
     created = ok_json(
-        run_cli("request", "POST", "/app/create/user/organization", "--data", f"@{path}", env=env)
+        run_main("request", "POST", "/app/create/user/organization", "--data", f"@{path}", env=env)
     )
     assert created["organization"]["fullName"] == "CLI Test ehf."
     body["organization"]["fullName"] = "CLI Stdin AS"
     piped = ok_json(
-        run_cli(
+        run_main(
             "request",
             "POST",
             "/app/create/user/organization",
@@ -488,7 +315,10 @@ def _request_data_from_file_and_stdin(
             env=env,
         )
     )
+    # The body read from stdin, not the file's again: the new organization has its name.
+    assert piped["organization"]["fullName"] == "CLI Stdin AS"
     assert piped["installation"]["id"] in emu.installation_ids
+    assert piped["installation"]["id"] != created["installation"]["id"]
 
 
 @pytest.mark.parametrize(
@@ -502,17 +332,17 @@ def _request_data_from_file_and_stdin(
 def test_request_bad_input_is_a_usage_error(
     args: list[str], message: str, env: dict[str, str]
 ) -> None:
-    result = run_cli("request", "POST", "/projects", *args, env=env)
+    result = run_main("request", "POST", "/projects", *args, env=env)
     assert result.returncode == 2
     assert result.stdout == ""
     assert_one_line_error(result.stderr, message)
 
 
 def test_request_bad_method_or_path_is_a_usage_error(env: dict[str, str]) -> None:
-    method = run_cli("request", "FETCH", "/projects", env=env)
+    method = run_main("request", "FETCH", "/projects", env=env)
     assert method.returncode == 2
     assert_one_line_error(method.stderr, "unsupported HTTP method 'FETCH'")
-    path = run_cli("request", "GET", "projects", env=env)
+    path = run_main("request", "GET", "projects", env=env)
     assert path.returncode == 2
     assert_one_line_error(path.stderr, "absolute API path")
 
@@ -522,21 +352,21 @@ def test_request_bad_method_or_path_is_a_usage_error(env: dict[str, str]) -> Non
 
 def test_key_fingerprint(env: dict[str, str], private_key_pem: str) -> None:
     expected = "SHA256:" + PrivateKey.from_pem(private_key_pem).fingerprint
-    assert ok_json(run_cli("key", "fingerprint", env=env)) == {
+    assert ok_json(run_main("key", "fingerprint", env=env)) == {
         "fingerprint": expected,
         "bits": 2048,
     }
-    raw = run_cli("key", "fingerprint", "--raw", env=env)
+    raw = run_main("key", "fingerprint", "--raw", env=env)
     assert raw.stdout == expected + "\n"
     # Needs neither an app id nor a server.
     only_key = child_env(ICR_PRIVATE_KEY=private_key_pem)
-    assert ok_json(run_cli("key", "fingerprint", env=only_key))["fingerprint"] == expected
-    helptext = run_cli("key", "fingerprint", "--help", env=env).stdout
+    assert ok_json(run_main("key", "fingerprint", env=only_key))["fingerprint"] == expected
+    helptext = run_main("key", "fingerprint", "--help", env=env).stdout
     assert "unconfirmed" in " ".join(helptext.split())
 
 
 def test_key_check_accepts_the_right_key(env: dict[str, str], emu: EmulatorThread) -> None:
-    data = ok_json(run_cli("key", "check", env=env))
+    data = ok_json(run_main("key", "check", env=env))
     assert data["ok"] is True
     assert data["appId"] == emu.app.app_id
     assert data["installations"] == len(emu.installation_ids)
@@ -547,7 +377,7 @@ def test_bad_credentials_are_one_line_without_traceback(
 ) -> None:
     wrong = tmp_path / "wrong.pem"
     wrong.write_text(other_private_key_pem)
-    result = run_cli("key", "check", env=dict(env, ICR_PRIVATE_KEY_PATH=str(wrong)))
+    result = run_main("key", "check", env=dict(env, ICR_PRIVATE_KEY_PATH=str(wrong)))
     assert result.returncode == 1
     assert result.stdout == ""
     assert_one_line_error(
@@ -563,27 +393,32 @@ def test_bad_credentials_are_one_line_without_traceback(
 
 def test_missing_app_id_is_exit_2(env: dict[str, str]) -> None:
     no_app = {k: v for k, v in env.items() if k != "ICR_APP_ID"}
-    result = run_cli("installations", "list", env=no_app)
+    result = run_main("installations", "list", env=no_app)
     assert result.returncode == 2
     assert_one_line_error(result.stderr, "no app id", "--app-id or set ICR_APP_ID")
 
 
 def test_flags_override_the_environment(env: dict[str, str], emu: EmulatorThread) -> None:
-    # Nothing in the environment: every setting from flags, before or after the subcommand.
-    result = run_cli(
-        "installations",
-        "list",
-        "--limit",
-        "1",
+    flags = [
         "--app-id",
         emu.app.app_id,
         "--private-key-path",
         str(emu.key_path),
         "--base-url",
         emu.url,
-        env=child_env(),
+    ]
+    args = ["installations", "list", "--limit", "1"]
+    # Nothing in the environment: every setting from flags.
+    assert ok_json(run_main(*args, *flags, env=child_env()))["pagination"]["total"] == 12
+    # Every setting in the environment wrong (any of them alone would fail): the flags win.
+    wrong = dict(
+        env,
+        ICR_APP_ID="00000000-0000-4000-8000-000000000000",
+        ICR_PRIVATE_KEY_PATH="/nonexistent/key.pem",
+        ICR_BASE_URL="http://127.0.0.1:9",
     )
-    assert ok_json(result)["pagination"]["total"] == 12
+    assert run_main(*args, env=wrong).returncode != 0
+    assert ok_json(run_main(*args, *flags, env=wrong))["pagination"]["total"] == 12
 
 
 @pytest.mark.parametrize(
@@ -598,14 +433,14 @@ def test_flags_override_the_environment(env: dict[str, str], emu: EmulatorThread
 def test_configuration_errors_exit_2(
     override: dict[str, str], fragments: list[str], env: dict[str, str]
 ) -> None:
-    result = run_cli("token", "app", env=dict(env, **override))
+    result = run_main("token", "app", env=dict(env, **override))
     assert result.returncode == 2
     assert result.stdout == ""
     assert_one_line_error(result.stderr, *fragments)
 
 
 def test_unreachable_server_is_exit_1_with_a_hint(env: dict[str, str]) -> None:
-    result = run_cli("installations", "list", env=dict(env, ICR_BASE_URL="http://127.0.0.1:9"))
+    result = run_main("installations", "list", env=dict(env, ICR_BASE_URL="http://127.0.0.1:9"))
     assert result.returncode == 1
     assert_one_line_error(result.stderr, "cannot connect", "icr-async emulator")
 
@@ -615,7 +450,7 @@ def test_debug_shows_traceback_and_log_but_no_secret(
 ) -> None:
     wrong = tmp_path / "wrong.pem"
     wrong.write_text(other_private_key_pem)
-    result = run_cli(
+    result = run_main(
         "--debug", "token", "installation", "x", env=dict(env, ICR_PRIVATE_KEY_PATH=str(wrong))
     )
     assert result.returncode == 1
@@ -631,7 +466,7 @@ def test_debug_after_the_subcommand_and_on_success(
     env: dict[str, str], emu: EmulatorThread
 ) -> None:
     inst = emu.installation_ids[3]
-    result = run_cli("token", "installation", inst, "--debug", env=env)
+    result = run_main("token", "installation", inst, "--debug", env=env)
     assert result.returncode == 0
     assert "minted a token" in result.stderr
     # The token is on stdout (its job) and only there.
@@ -640,7 +475,7 @@ def test_debug_after_the_subcommand_and_on_success(
     assert_no_secret(result.stderr)
 
 
-# -- in-process: the same code, measured by coverage ----------------------------------------
+# -- refusals and server faults ------------------------------------------------------------
 
 
 @pytest.fixture
@@ -655,48 +490,25 @@ def in_process(emu: EmulatorThread, monkeypatch: pytest.MonkeyPatch) -> Emulator
     return emu
 
 
-def test_in_process_commands(
-    in_process: EmulatorThread, capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
-    emu = in_process
-    inst = emu.emulator.installations(emu.app.app_id)[0]
-    out = tmp_path / "x.jsonl"
-    runs: list[tuple[list[str], int, str]] = [
-        (["installations", "list", "--limit", "2"], 0, '"installations"'),
-        (["installations", "list", "--format", "table"], 0, "ORGANIZATION"),
-        (["installations", "get", inst["id"]], 0, inst["id"]),
-        (["installations", "export", "--page-size", "7"], 0, inst["id"]),
-        (["installations", "export", "--out", str(out)], 0, ""),
-        (["token", "app"], 0, '"token"'),
-        (["token", "installation", inst["id"], "--raw"], 0, "crs_"),
-        (["request", "GET", "/projects", "--param", "limit=1"], 0, '"projects"'),
-        (["request", "GET", "/app/installations/" + inst["id"]], 0, inst["id"]),
-        (
-            [
-                "request",
-                "GET",
-                f"/organizations/{inst['organization']['id']}",
-                "--installation",
-                inst["id"],
-            ],
-            0,
-            "fullName",
-        ),
-        (["key", "fingerprint", "--raw"], 0, "SHA256:"),
-        (["key", "check"], 0, '"ok": true'),
+@pytest.mark.parametrize(
+    ("args", "status", "fragment"),
+    [
         (["installations", "get", "nope"], 1, "no installation with that id"),
-        (["request", "GET", "/organizations/nope", "--installation", inst["id"]], 1, "403"),
+        (["request", "GET", "/organizations/nope", "--installation", "{inst}"], 1, "403"),
         (["token", "revoke", "crs_" + "0" * 48], 1, "already revoked"),
         (["request", "GET", "/projects", "--data", "[1,"], 2, "not valid JSON"),
         (["--sandbox", "token", "app", "--base-url", "http://127.0.0.1:1"], 2, "sandbox"),
         (["installations", "list", "--limit", "1000"], 1, "malformed"),
-        ([], 2, "usage:"),
-    ]
-    for args, status, fragment in runs:
-        assert cli.main(args) == status, args
-        captured = capsys.readouterr()
-        assert fragment in (captured.out if status == 0 else captured.err), (args, captured)
-    assert len(out.read_text().splitlines()) == 12
+    ],
+)
+def test_refusals_are_one_line_errors(
+    args: list[str], status: int, fragment: str, env: dict[str, str], emu: EmulatorThread
+) -> None:
+    inst = emu.installation_ids[0]
+    result = run_main(*[arg.format(inst=inst) for arg in args], env=env)
+    assert result.returncode == status
+    assert result.stdout == ""
+    assert_one_line_error(result.stderr, fragment)
 
 
 def test_in_process_error_hints(
@@ -778,84 +590,48 @@ def test_progress_draws_only_on_a_terminal() -> None:
 # -- request: raw bytes, --include, --paginate ------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Certificate:
-    """A retirement made through the SDK, and its certificate as the SDK downloads it."""
-
-    installation_id: str
-    organization_id: str
-    retirement_id: str
-    pdf: bytes
-
-    @property
-    def path(self) -> str:
-        """The certificate's API path."""
-        return f"/organizations/{self.organization_id}/retirements/{self.retirement_id}/pdf"
-
-
 @pytest.fixture(scope="module")
 def certificate(emu: EmulatorThread) -> Certificate:
-    """Retire credits of the first installation's organization with the SDK (the emulator's
-    staff grant them first) and fetch the certificate's bytes with the SDK."""
-    inst = emu.emulator.installations(emu.app.app_id)[0]
-    org_id = inst["organization"]["id"]
-    credit_id = emu.emulator.ledger.grant_credits(org_id, amount=10)
-
-    async def retire() -> Certificate:
-        async with AsyncICRClient(
-            emu.app.app_id, private_key_path=emu.key_path, base_url=emu.url, env=False
-        ) as client:
-            scoped = client.installation(inst["id"])
-            await scoped.retire_credits(
-                credit_id=credit_id,
-                amount=3,
-                retirement_data=RetirementData(reason="CLI test", beneficiary_name="Ada"),
-            )
-            (made,) = [r for r in await scoped.list_retirements() if r.beneficiary == "Ada"]
-            pdf = await scoped.get_retirement_pdf(made.id)
-            return Certificate(inst["id"], org_id, made.id, pdf)
-
-    return asyncio.run(retire())
+    """A retirement certificate of the first installation's organization (made with the SDK)."""
+    return make_certificate(emu)
 
 
 def test_request_output_writes_the_certificate(
-    in_process: EmulatorThread,
-    certificate: Certificate,
-    capsysbinary: pytest.CaptureFixture[bytes],
-    tmp_path: Path,
+    env: dict[str, str], certificate: Certificate, tmp_path: Path
 ) -> None:
     out = tmp_path / "cert.pdf"
     args = ["request", "GET", certificate.path, "--installation", certificate.installation_id]
-    assert cli.main([*args, "--output", str(out)]) == 0
-    assert capsysbinary.readouterr() == (b"", b"")
+    result = run_main(*args, "--output", str(out), env=env)
+    assert (result.returncode, result.stdout_bytes, result.stderr) == (0, b"", "")
     assert out.read_bytes() == certificate.pdf
-    assert certificate.pdf.startswith(b"%PDF-")
     assert [p.name for p in tmp_path.iterdir()] == ["cert.pdf"]  # no temporary left
     # Off a terminal (a file, a pipe) the bytes go to stdout unchanged; so with -o -.
     for extra in ([], ["-o", "-"]):
-        assert cli.main([*args, *extra]) == 0
-        assert capsysbinary.readouterr() == (certificate.pdf, b"")
+        result = run_main(*args, *extra, env=env)
+        assert (result.returncode, result.stdout_bytes, result.stderr) == (0, certificate.pdf, "")
     # --include: the head on stdout, the body in the file.
     again = tmp_path / "again.pdf"
-    assert cli.main([*args, "-i", "-o", str(again)]) == 0
-    head = capsysbinary.readouterr().out.decode()
-    assert head.startswith("HTTP/1.1 200 OK\n")
-    assert "Content-Type: application/pdf" in head
-    assert head.endswith("\n\n")
+    result = run_main(*args, "-i", "-o", str(again), env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("HTTP/1.1 200 OK\n")
+    assert "Content-Type: application/pdf" in result.stdout
+    assert result.stdout.endswith("\n\n")
     assert again.read_bytes() == certificate.pdf
 
 
 def test_a_binary_answer_is_not_printed_on_a_terminal(
     env: dict[str, str], certificate: Certificate
 ) -> None:
-    status, shown, stderr = _run_on_pty(
-        ["request", "GET", certificate.path, "--installation", certificate.installation_id],
-        env,
-        "stdout",
+    args = ["request", "GET", certificate.path, "--installation", certificate.installation_id]
+    result = run_main(*args, env=env, terminal="stdout")
+    assert result.returncode == 2
+    assert result.stdout_bytes == b""
+    assert_one_line_error(
+        result.stderr, "binary", "application/pdf", "stdout is a terminal", "--output"
     )
-    assert status == 2
-    assert shown == ""
-    assert_one_line_error(stderr, "binary", "application/pdf", "stdout is a terminal", "--output")
+    # "-o -" is the way to ask for the bytes on a terminal anyway.
+    forced = run_main(*args, "-o", "-", env=env, terminal="stdout")
+    assert (forced.returncode, forced.stdout_bytes) == (0, certificate.pdf)
 
 
 def test_is_binary_trusts_the_label_then_the_bytes() -> None:
@@ -928,6 +704,7 @@ def test_request_paginate_prints_every_installation(
     # The app token's list (/projects), with the server's default page size: the same rule.
     assert cli.main(["request", "GET", "/projects", "--param", "limit=1"]) == 0
     total = json.loads(capsys.readouterr().out)["pagination"]["total"]
+    assert total > 4  # more than one page of 4: --paginate has pages to follow
     assert cli.main(["request", "GET", "/projects", "--paginate", "--param", "limit=4"]) == 0
     projects = json.loads(capsys.readouterr().out)
     assert len({p["id"] for p in projects}) == len(projects) == total
@@ -1057,39 +834,6 @@ def test_export_goes_on_when_the_page_count_was_too_low() -> None:
 # -- the rest of issue 15's list ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("args", "first"),
-    [
-        (["installations", "export", "--page-size", "20"], b"{"),
-        (["request", "GET", "/app/installations", "--paginate", "--param", "limit=50"], b"[\n"),
-    ],
-)
-def test_a_closed_pipe_ends_quietly_with_status_0(
-    args: list[str], first: bytes, private_key_pem: str, tmp_path: Path
-) -> None:
-    """``icr-async ... | head -1``: more output than a pipe holds, and the reader leaves."""
-    with EmulatorThread(private_key_pem, tmp_path, installations=120) as emu:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "icr_async", *args],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=emu.env,
-        )
-        try:
-            assert proc.stdout is not None
-            line = proc.stdout.readline()
-            proc.stdout.close()  # what `head -1` does once it has its line
-            _, stderr = proc.communicate(timeout=TIMEOUT)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate(timeout=TIMEOUT)
-    assert line.startswith(first)
-    assert stderr.decode() == ""  # no traceback, no "Exception ignored"
-    assert proc.returncode == 0
-
-
 def test_demo_takes_debug_and_explains_itself(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         cli.main(["demo", "--help"])
@@ -1104,12 +848,10 @@ def test_demo_takes_debug_and_explains_itself(capsys: pytest.CaptureFixture[str]
 
 
 @pytest.mark.parametrize("command", [["token", "app"], ["request"], ["installations", "list"]])
-def test_help_keeps_the_environment_layout(
-    command: list[str], capsys: pytest.CaptureFixture[str]
-) -> None:
-    with pytest.raises(SystemExit):
-        cli.main([*command, "--help"])
-    lines = capsys.readouterr().out.splitlines()
+def test_help_keeps_the_environment_layout(command: list[str]) -> None:
+    result = run_main(*command, "--help", env=child_env())
+    assert (result.returncode, result.stderr) == (0, "")
+    lines = result.stdout.splitlines()
     assert "  ICR_APP_ID            the app's id (or --app-id)" in lines
     assert (
         "exit status: 0 success, 1 API or network error, 2 usage or configuration error." in lines

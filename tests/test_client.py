@@ -9,12 +9,10 @@ from typing import Any
 import pytest
 
 from icr_async import (
-    AppAccessToken,
     AsyncICRClient,
     AuthenticationError,
     ClientClosedError,
     ConfigurationError,
-    InstallationAccessToken,
     InvalidArgumentError,
     ManualClock,
     NotFoundError,
@@ -22,6 +20,7 @@ from icr_async import (
     PaginationError,
     RequestEvent,
     ResponseEvent,
+    Token,
     UnsupportedAPIVersionError,
 )
 from icr_async.testing import EmulatorServer, ICREmulator
@@ -39,11 +38,19 @@ async def test_create_app_token(
     client: AsyncICRClient, emulator: ICREmulator, clock: ManualClock
 ) -> None:
     token = await client.create_app_token()
-    assert isinstance(token, AppAccessToken)
+    assert isinstance(token, Token)
     assert _is_crs_token(token.token)
     assert token.app_id == client.app_id
-    assert token.expires_at.tzinfo is not None
+    assert token.installation_id is None
+    assert token.expires_at.tzinfo is datetime.timezone.utc
     assert token.expires_at.timestamp() == pytest.approx(clock() + emulator.app_token_ttl, abs=2)
+    assert token.minted_at is not None
+    assert token.minted_at.timestamp() == pytest.approx(clock(), abs=1)
+    # What ICR sent besides is kept: its id and its own (server-clock) times.
+    assert token.id
+    assert token.created_at is not None
+    assert token.updated_at is not None
+    assert token.is_active is True
     assert token.token not in repr(token)
     assert "crs_…" in repr(token)
     assert emulator.stats.app_token_mints == 1
@@ -54,13 +61,41 @@ async def test_create_installation_token(
 ) -> None:
     inst = emulator.installations(app_id)[0]
     token = await client.create_installation_token(inst["id"])
-    assert isinstance(token, InstallationAccessToken)
+    assert isinstance(token, Token)
     assert _is_crs_token(token.token)
     assert token.installation_id == inst["id"]
     assert token.organization_id == inst["organization"]["id"]
     assert token.expires_at.timestamp() == pytest.approx(clock() + 7200, abs=2)
     assert token.permissions["organization_info"] == "VIEW"
+    assert token.app_id == client.app_id
+    assert token.id
     assert emulator.stats.mints[inst["id"]] == 1
+
+
+@pytest.mark.parametrize("skew", [1800.0, -1800.0])
+async def test_minted_and_cached_tokens_are_one_type_with_one_expiry(
+    make_client: Any, emulator: ICREmulator, app_id: str, clock: ManualClock, skew: float
+) -> None:
+    # The server's clock is half an hour off: both ways of getting a token place its expiry
+    # on this machine's clock (7200 s from now), and carry the same facts.
+    emulator.skew = skew
+    client: AsyncICRClient = make_client()
+    inst = emulator.installations(app_id)[1]["id"]
+    minted = await client.create_installation_token(inst)
+    cached = await client.installation(inst).get_token()
+    app = await client.create_app_token()
+    for token in (minted, cached, app):
+        assert type(token) is Token
+        assert token.expires_at.tzinfo is datetime.timezone.utc
+    assert minted.expires_at.timestamp() - clock() == pytest.approx(7200, abs=2)
+    assert cached.expires_at.timestamp() - clock() == pytest.approx(7200, abs=2)
+    assert app.expires_at.timestamp() - clock() == pytest.approx(emulator.app_token_ttl, abs=2)
+    assert minted.token != cached.token
+    for name in ("installation_id", "organization_id", "permissions", "app_id", "is_active"):
+        assert getattr(minted, name) == getattr(cached, name), name
+    # ICR's own times stay on the server's clock, as sent.
+    assert cached.created_at is not None
+    assert cached.created_at.timestamp() - clock() == pytest.approx(skew, abs=2)
 
 
 async def test_every_request_carries_version_user_agent_and_bearer(

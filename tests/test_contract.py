@@ -38,7 +38,6 @@ from icr_contract import (
 )
 
 from icr_async import (
-    AppAccessToken,
     AsyncAppTokenClient,
     AsyncICRClient,
     AsyncInstallationClient,
@@ -46,7 +45,6 @@ from icr_async import (
     Credit,
     CreditRequest,
     Installation,
-    InstallationAccessToken,
     InvalidArgumentError,
     Inventory,
     NotFoundError,
@@ -64,6 +62,7 @@ from icr_async import (
 )
 from icr_async._converters import structure
 from icr_async._organizations import OrganizationEndpoints
+from icr_async._token_answer import AccessTokenAnswer
 from icr_async.testing import VARIANTS, ICREmulator
 
 pytestmark = pytest.mark.anyio
@@ -71,8 +70,9 @@ pytestmark = pytest.mark.anyio
 RETIREMENT = RetirementData(reason="Offsetting", beneficiary_name="Acme Ltd", comment="thanks")
 
 MODELS: dict[str, type[Any]] = {
-    "AccessToken": AppAccessToken,
-    "InstallationAccessToken": InstallationAccessToken,
+    # ICR's wire shape, read by the private model behind every ``Token``.
+    "AccessToken": AccessTokenAnswer,
+    "InstallationAccessToken": AccessTokenAnswer,
     "Installation": Installation,
     "Organization": Organization,
     "Pagination": Pagination,

@@ -10,16 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from icr_async._converters import _fast_fn, converter, structure
+from icr_async._token_answer import AccessTokenAnswer
 from icr_async.errors import ResponseDecodeError
 from icr_async.models import (
-    AccessToken,
     Address,
-    AppAccessToken,
     CreatedOrganization,
     Credit,
     CreditRequest,
     Installation,
-    InstallationAccessToken,
     Inventory,
     Organization,
     Pagination,
@@ -37,9 +35,7 @@ from icr_async.testing import ICREmulator
 from icr_async.webhooks import WebhookEvent
 
 MODELS = [
-    AccessToken,
-    AppAccessToken,
-    InstallationAccessToken,
+    AccessTokenAnswer,
     Installation,
     Organization,
     Pagination,
@@ -142,9 +138,11 @@ def test_unusual_shapes_fall_back_to_cattrs(
 def test_missing_required_field_is_explained_by_cattrs(installation_json: dict[str, Any]) -> None:
     data = copy.deepcopy(installation_json)
     del data["organization"]["id"]
+    installation = structure(data, Installation)  # the organization waits for its first read
     with pytest.raises(ResponseDecodeError) as info:
-        structure(data, Installation)
+        installation.organization  # noqa: B018
     assert info.value.field == "organization.id"
+    assert "could not read Installation" in str(info.value)
 
 
 json_values = st.recursive(
@@ -188,6 +186,7 @@ def test_fast_path_never_disagrees_with_cattrs(overrides: dict[str, Any]) -> Non
         reference = None
     try:
         got: Any = structure(data, Installation)
+        got.organization  # noqa: B018 - a lazy field: read, so it is judged too
     except ResponseDecodeError:
         got = None
     assert got == reference
@@ -226,3 +225,33 @@ def test_fast_path_never_disagrees_with_cattrs_on_nested_models(overrides: dict[
     assert got == reference
     if got is not None:
         assert got.extra == reference.extra
+
+
+def test_the_organization_is_decoded_on_its_first_read_only(
+    installation_json: dict[str, Any],
+) -> None:
+    import pickle
+
+    import attrs
+
+    from icr_async._converters import unstructure
+    from icr_async._lazy import Deferred, LazyField
+
+    field = Installation.__dict__["organization"]
+    assert isinstance(field, LazyField)
+    inst = structure(installation_json, Installation)
+    assert type(field.slot.__get__(inst, Installation)) is Deferred  # nothing decoded yet
+    eager = converter.structure(installation_json, Installation)  # cattrs: always eager
+    assert type(field.slot.__get__(eager, Installation)) is not Deferred
+    org = inst.organization
+    assert org is inst.organization  # decoded once, then kept
+    assert org == eager.organization
+    assert org is not None
+    assert org.extra == eager.organization.extra  # type: ignore[union-attr]
+    # Everything that reads attributes sees the model, never the marker.
+    fresh = structure(installation_json, Installation)
+    assert fresh == eager
+    assert repr(structure(installation_json, Installation)) == repr(eager)
+    assert pickle.loads(pickle.dumps(structure(installation_json, Installation))) == eager
+    assert attrs.evolve(structure(installation_json, Installation), id="other").organization == org
+    assert unstructure(structure(installation_json, Installation)) == unstructure(eager)

@@ -22,15 +22,13 @@ from icr_async._converters import (
     structure,
     unstructure,
 )
+from icr_async._token_answer import AccessTokenAnswer, token_from_answer
 from icr_async.errors import InvalidArgumentError, ResponseDecodeError
 from icr_async.models import (
-    AccessToken,
-    AppAccessToken,
     CreatedOrganization,
     Credit,
     CreditRequest,
     Installation,
-    InstallationAccessToken,
     Organization,
     OrganizationType,
     Page,
@@ -292,8 +290,9 @@ def test_local_fields_are_never_read_from_json() -> None:
     ],
 )
 def test_bad_installation_names_the_field(data: dict[str, Any], field: str) -> None:
+    # The organization is decoded when first read (a lazy field): the error is the same.
     with pytest.raises(ResponseDecodeError) as info:
-        structure(data, Installation, method="GET", path="/app/installations/x")
+        structure(data, Installation, method="GET", path="/app/installations/x").organization  # noqa: B018
     err = info.value
     assert err.field == field
     assert isinstance(err.__cause__, cattrs.BaseValidationError)
@@ -312,7 +311,7 @@ def test_non_object_is_a_decode_error_without_field() -> None:
 def test_access_token_requires_token_and_expiry(missing: str) -> None:
     data = {k: v for k, v in ACCESS_TOKEN.items() if k != missing}
     with pytest.raises(ResponseDecodeError) as info:
-        structure(data, InstallationAccessToken)
+        structure(data, AccessTokenAnswer)
     assert info.value.field == {"token": "token", "expiresAt": "expires_at"}[missing]
     assert isinstance(info.value.__cause__, cattrs.BaseValidationError)
     # The error about the missing expiry must not leak the token it did read.
@@ -321,7 +320,7 @@ def test_access_token_requires_token_and_expiry(missing: str) -> None:
 
 def test_decode_error_text_never_shows_a_token() -> None:
     with pytest.raises(ResponseDecodeError) as info:
-        structure({"token": TOKEN, "expiresAt": TOKEN}, AccessToken)
+        structure({"token": TOKEN, "expiresAt": TOKEN}, AccessTokenAnswer)
     assert TOKEN not in str(info.value)
     assert info.value.field == "expires_at"
 
@@ -330,36 +329,39 @@ def test_decode_error_text_never_shows_a_token() -> None:
 
 
 def test_installation_access_token() -> None:
-    tok = structure(ACCESS_TOKEN, InstallationAccessToken)
-    assert tok.token == TOKEN
-    assert tok.expires_at == datetime.datetime(2022, 1, 1, 2, tzinfo=UTC)
-    assert tok.installation_id == ACCESS_TOKEN["installationId"]
-    assert tok.organization_id == "org-1"
-    assert tok.is_active is True
-    assert tok.permissions == {"organization_info": "VIEW"}
-    assert isinstance(tok, AccessToken)
+    # The wire model reads ICR's answer as sent (the server's clock) ...
+    answer = structure(ACCESS_TOKEN, AccessTokenAnswer)
+    assert answer.token == TOKEN
+    assert answer.expires_at == datetime.datetime(2022, 1, 1, 2, tzinfo=UTC)
+    assert answer.installation_id == ACCESS_TOKEN["installationId"]
+    assert answer.organization_id == "org-1"
+    assert answer.is_active is True
+    assert answer.permissions == {"organization_info": "VIEW"}
+    # ... and the Token keeps every fact of it (tests/test_tokens_model.py has the rest).
+    now = datetime.datetime(2022, 1, 1, tzinfo=UTC).timestamp()
+    tok = token_from_answer(answer, installation_id=None, now=now, server_now=now)
+    assert tok.expires_at == answer.expires_at
+    for name in ("token", "installation_id", "organization_id", "is_active", "permissions"):
+        assert getattr(tok, name) == getattr(answer, name), name
+    for name in ("id", "created_at", "updated_at", "app_id"):
+        assert getattr(tok, name) == getattr(answer, name), name
 
 
 def test_token_masked_in_repr_everywhere() -> None:
-    for cls in (AccessToken, AppAccessToken, InstallationAccessToken):
-        tok = structure(ACCESS_TOKEN, cls)
-        text = repr(tok)
-        assert TOKEN not in text
-        assert "'crs_…9c5b'" in text
-    cached = Token(token=TOKEN, expires_at=1_700_000_000.0, installation_id="i")
+    answer = structure(ACCESS_TOKEN, AccessTokenAnswer)
+    text = repr(answer)
+    assert TOKEN not in text
+    assert "'crs_…9c5b'" in text
+    cached = Token(
+        token=TOKEN, expires_at=datetime.datetime(2023, 11, 14, tzinfo=UTC), installation_id="i"
+    )
     assert TOKEN not in repr(cached)
+    assert "'crs_…9c5b'" in repr(cached)
     assert str(cached) == "crs_…9c5b"
     assert f"{cached!s}" == "crs_…9c5b"
     with pytest.raises(InvalidArgumentError, match="masked"):
         f"Authorization: Bearer {cached}"
     assert cached.token == TOKEN
-
-
-def test_token_expires_at_datetime() -> None:
-    cached = Token(token=TOKEN, expires_at=1_700_000_000.5)
-    assert cached.expires_at_datetime == datetime.datetime(
-        2023, 11, 14, 22, 13, 20, 500000, tzinfo=UTC
-    )
 
 
 # --- permissions -----------------------------------------------------------------------------
@@ -471,8 +473,8 @@ def test_models_are_frozen() -> None:
     ("cls", "data"),
     [
         (Installation, INSTALLATION),
-        (InstallationAccessToken, ACCESS_TOKEN),
-        (AppAccessToken, {k: ACCESS_TOKEN[k] for k in ("token", "expiresAt", "permissions")}),
+        (AccessTokenAnswer, ACCESS_TOKEN),
+        (AccessTokenAnswer, {k: ACCESS_TOKEN[k] for k in ("token", "expiresAt", "permissions")}),
         (Organization, INSTALLATION["organization"]),
         (
             Pagination,
@@ -559,8 +561,7 @@ json_objects = st.dictionaries(field_names, json_values, max_size=8)
 model_classes = st.sampled_from(
     [
         Installation,
-        InstallationAccessToken,
-        AppAccessToken,
+        AccessTokenAnswer,
         Organization,
         User,
         CreatedOrganization,

@@ -14,6 +14,7 @@ from icr_async import (
     AsyncICRClient,
     ConfigurationError,
     InvalidArgumentError,
+    MemoryTokenCache,
     NotFoundError,
     RateLimitedError,
     Request,
@@ -194,3 +195,18 @@ async def test_a_per_call_timeout_bounds_that_call_only(
         await client.request("GET", "/app/installations", timeout=0.05)
     # The same slow answer fits in the client's default deadline.
     assert "installations" in await client.request("GET", "/app/installations")
+
+
+async def test_an_empty_memory_cache_given_is_the_one_used(
+    make_client: Any, emulator: ICREmulator, app_id: str
+) -> None:
+    # An empty MemoryTokenCache has len() 0: it once counted as "not given" and each client
+    # quietly made its own, so two clients "sharing" it minted twice.
+    cache = MemoryTokenCache()
+    first: AsyncICRClient = make_client(token_cache=cache)
+    second: AsyncICRClient = make_client(token_cache=cache)
+    inst = emulator.installations(app_id)[0]["id"]
+    await first.installation(inst).get_token()
+    assert len(cache) == 1
+    await second.installation(inst).get_token()
+    assert emulator.stats.mints[inst] == 1

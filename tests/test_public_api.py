@@ -121,7 +121,7 @@ def test_key_names_are_exported() -> None:
         "APIError",
         "RateLimitedError",
         "Installation",
-        "InstallationAccessToken",
+        "Token",
         "PrivateKey",
         "RetryPolicy",
         "Timeouts",

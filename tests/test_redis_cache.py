@@ -9,7 +9,10 @@ Every count of mints is what the emulator saw. The fleet tests run real worker p
 from __future__ import annotations
 
 import asyncio
+import datetime
+import json
 import logging
+import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -28,6 +31,12 @@ pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 
 MINT_PATH = "/app/installations/*/accessTokens"
 KEY = bytes(range(32))
+UTC = datetime.timezone.utc
+
+
+def _in(seconds: float) -> datetime.datetime:
+    """``seconds`` from now, as ``Token.expires_at`` takes it."""
+    return datetime.datetime.fromtimestamp(time.time() + seconds, UTC)
 
 
 @pytest.fixture(scope="module")
@@ -236,7 +245,7 @@ async def test_a_refused_token_is_dropped_from_redis_and_replaced_once(
 
 async def test_delete_drops_only_the_named_token(make_cache: Any, rds: aioredis.Redis) -> None:
     cache: RedisTokenCache = make_cache()
-    token = Token(token="crs_" + "a" * 40, expires_at=time.time() + 3600, installation_id="i1")
+    token = Token(token="crs_" + "a" * 40, expires_at=_in(3600), installation_id="i1")
     await cache.set("app|url|fp|i1", token, ttl=60)
     await cache.set("app|url|fp|i0", token, ttl=0)  # nothing to keep
     assert await rds.exists(cache.redis_key("app|url|fp|i0")) == 0
@@ -301,6 +310,78 @@ async def test_tokens_are_unreadable_in_redis_without_the_key(
     assert cache.stats.undecryptable == 3
 
 
+def _previous_reader(data: dict[str, Any]) -> tuple[str, float, Any, Any, float]:
+    """What the release before one ``Token`` type read from an entry (its ``_open``)."""
+    return (
+        str(data["token"]),
+        float(data["expires_at"]),
+        data.get("installation_id"),
+        data.get("organization_id"),
+        float(data.get("minted_at") or 0.0),
+    )
+
+
+async def test_entries_stay_readable_across_a_rolling_deploy(
+    make_client: Any, make_cache: Any, emulator: ICREmulator, app_id: str, rds: aioredis.Redis
+) -> None:
+    cache: RedisTokenCache = make_cache()
+    client: AsyncICRClient = make_client(token_cache=cache)
+    installation_id, _ = _targets(emulator, app_id)[0]
+    token = await client.installation(installation_id).get_token()
+    key = client._cache_key(installation_id)
+    name = cache.redis_key(key)
+    raw = cast(bytes, await rds.get(name))
+    tag, nonce = raw[1:17], raw[17:29]
+    aad = name.encode() + tag
+
+    # Written now, read by the previous release: times are still POSIX seconds.
+    data = json.loads(cache._aead.decrypt(nonce, raw[29:], aad))
+    assert type(data["expires_at"]) is float
+    assert type(data["minted_at"]) is float
+    assert token.minted_at is not None
+    assert _previous_reader(data) == (
+        token.token,
+        token.expires_at.timestamp(),
+        installation_id,
+        token.organization_id,
+        token.minted_at.timestamp(),
+    )
+    # ... and read back now with everything ICR sent.
+    again = await cache.get(key)
+    assert again == token
+    assert again is not None
+    assert (again.id, again.app_id, again.created_at) == (token.id, app_id, token.created_at)
+    assert again.permissions == token.permissions
+    assert again.permissions
+
+    # Written by the previous release (five keys, floats), read now.
+    secret = "crs_" + "e" * 48
+    old = {
+        "token": secret,
+        "expires_at": time.time() + 3600.25,
+        "installation_id": installation_id,
+        "organization_id": "org-1",
+        "minted_at": 0.0,
+    }
+    sealed = cache._aead.encrypt(
+        nonce := os.urandom(12),
+        json.dumps(old).encode(),
+        name.encode() + (tag := cache._tag(name, secret)),
+    )
+    await rds.set(name, b"\x01" + tag + nonce + sealed, px=60_000)
+    read = await cache.get(key)
+    assert read is not None
+    assert read.token == secret
+    assert read.expires_at.tzinfo is UTC
+    assert read.expires_at.timestamp() == pytest.approx(old["expires_at"], abs=1e-6)
+    assert (read.installation_id, read.organization_id) == (installation_id, "org-1")
+    assert read.minted_at is None
+    assert read.permissions == {}
+    assert cache.stats.undecryptable == 0
+    # The client serves it like any other (found in Redis, not minted).
+    assert (await make_client(token_cache=cache).installation(installation_id).get_token()) == read
+
+
 # ----------------------------------------------------------------------------- the lease
 
 
@@ -348,7 +429,7 @@ async def test_a_waiter_returns_without_minting_when_the_holder_stores(
 ) -> None:
     holder: RedisTokenCache = make_cache()
     waiter: RedisTokenCache = make_cache()
-    token = Token(token="crs_" + "c" * 40, expires_at=time.time() + 3600)
+    token = Token(token="crs_" + "c" * 40, expires_at=_in(3600))
     entered = asyncio.Event()
 
     async def hold() -> None:

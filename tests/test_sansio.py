@@ -710,6 +710,8 @@ def test_what_orjson_refuses_is_still_read_and_garbage_still_refused() -> None:
     assert fast is not plain
     for body in (b"NaN", b'{"amount": 123456789012345678901234567890}', b"[Infinity]"):
         assert repr(fast(body)) == repr(plain(body))
+    assert plain(b'\xef\xbb\xbf{"a": 1}') == {"a": 1}  # a UTF-8 BOM, as json.loads reads it
+    assert plain('{"a": "é"}'.encode("utf-16")) == {"a": "é"}
     for garbage in (b"<html>", b'{"a": ', b"\xff"):
         with pytest.raises(ValueError, match=r"\w"):
             fast(garbage)
@@ -720,7 +722,7 @@ def test_what_orjson_refuses_is_still_read_and_garbage_still_refused() -> None:
 @pytest.mark.parametrize(("env", "expect_orjson"), [("", True), ("1", False)])
 def test_the_parser_is_chosen_once_and_can_be_turned_off(env: str, expect_orjson: bool) -> None:
     pytest.importorskip("orjson")
-    code = "import json; from icr_async import _sansio; print(_sansio.loads_json is json.loads)"
+    code = "from icr_async import _sansio; print(_sansio.loads_json is _sansio._plain_loads)"
     out = subprocess.run(
         [sys.executable, "-c", code],
         env={**os.environ, "ICR_ASYNC_NO_ORJSON": env},

@@ -29,7 +29,6 @@ import anyio.from_thread
 import pytest
 
 from icr_async import (
-    AppAccessToken,
     AppTokenClient,
     AsyncAppTokenClient,
     AsyncICRClient,
@@ -40,7 +39,6 @@ from icr_async import (
     ICRClient,
     ICRError,
     Installation,
-    InstallationAccessToken,
     InstallationClient,
     InvalidArgumentError,
     NotFoundError,
@@ -287,9 +285,10 @@ def test_calls_return_plain_values(
     page = sync_client.list_installations(limit=3)
     assert isinstance(page, Page)
     assert [i.id for i in page.items] == installation_ids[:3]
-    assert isinstance(sync_client.create_app_token(), AppAccessToken)
+    assert isinstance(sync_client.create_app_token(), Token)
     minted = sync_client.create_installation_token(first)
-    assert isinstance(minted, InstallationAccessToken)
+    assert isinstance(minted, Token)
+    assert minted.installation_id == first
     assert sync_client.revoke_token(minted) is True
     raw = sync_client.request("GET", f"/app/installations/{first}")
     assert isinstance(raw, dict)

@@ -250,13 +250,13 @@ async def test_get_token_min_ttl(
 ) -> None:
     scoped = client.installation(emulator.installations(app_id)[9]["id"])
     first = await scoped.get_token(min_ttl=3600)
-    assert first.expires_at - clock() >= 3600
+    assert first.expires_at.timestamp() - clock() >= 3600
     clock.advance(3000)  # 4200 s left: enough for 3600
     assert (await scoped.get_token(min_ttl=3600)).token == first.token
     clock.advance(1000)  # 3200 s left: a new one is minted
     second = await scoped.get_token(min_ttl=3600)
     assert second.token != first.token
-    assert second.expires_at - clock() >= 3600
+    assert second.expires_at.timestamp() - clock() >= 3600
     with pytest.raises(TokenError, match="less than"):
         await scoped.get_token(min_ttl=9000)
 
@@ -294,7 +294,7 @@ async def test_skew_makes_token_expiry_follow_the_server(
     emulator.skew = 1800.0  # the server is half an hour ahead
     token = await client.installation(emulator.installations(app_id)[0]["id"]).get_token()
     # In local time the token lives the server's 7200 s from now, not 7200 - 1800.
-    assert token.expires_at - clock() == pytest.approx(7200, abs=2)
+    assert token.expires_at.timestamp() - clock() == pytest.approx(7200, abs=2)
 
 
 async def test_lru_bound(make_client: Any, emulator: ICREmulator, app_id: str) -> None:

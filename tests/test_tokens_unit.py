@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+
 import anyio
 import pytest
 
@@ -11,7 +13,11 @@ T0 = 1_700_000_000.0
 
 
 def _token(name: str, expires_at: float = T0 + 7200) -> Token:
-    return Token(token=f"crs_{name:0>48}", expires_at=expires_at, installation_id=name)
+    return Token(
+        token=f"crs_{name:0>48}",
+        expires_at=datetime.datetime.fromtimestamp(expires_at, datetime.timezone.utc),
+        installation_id=name,
+    )
 
 
 @pytest.fixture

@@ -18,14 +18,12 @@ if TYPE_CHECKING:
     from typing_extensions import assert_type
 
     from icr_async import (
-        AppAccessToken,
         AppTokenClient,
         ClientStats,
         CreatedOrganization,
         CreditRequest,
         ICRClient,
         Installation,
-        InstallationAccessToken,
         InstallationClient,
         Inventory,
         Organization,
@@ -44,8 +42,8 @@ if TYPE_CHECKING:
         assert_type(client.list_installations(limit=5, page=1), Page[Installation])
         assert_type(client.iter_installations(), Iterator[Installation])
         assert_type(client.iter_installations(page_size=10, start_page=2), Iterator[Installation])
-        assert_type(client.create_app_token(), AppAccessToken)
-        assert_type(client.create_installation_token("x"), InstallationAccessToken)
+        assert_type(client.create_app_token(), Token)
+        assert_type(client.create_installation_token("x"), Token)
         assert_type(client.revoke_token("crs_x"), bool)
         assert_type(
             client.create_user_organization(

@@ -31,9 +31,12 @@ How the token cache fits together:
   and no key name carries anything but a hash and the installation id.
 * An entry lives in Redis for the token's life minus the refresh margin (the ``ttl`` the
   token manager passes), so Redis drops a token exactly when workers stop serving it.
-* Values are AES-256-GCM ciphertexts of ``{token, expires_at, installation_id,
-  organization_id, minted_at}`` under a key the user supplies or one derived (HKDF-SHA256)
-  from the app's private key. The Redis key name is associated data, so a ciphertext copied
+* Values are AES-256-GCM ciphertexts of a JSON object: ``token``, ``expires_at`` and
+  ``minted_at`` (POSIX seconds, so every version of the SDK reads the entries of every
+  other during a rolling deploy), ``installation_id``, ``organization_id``, and the rest of
+  what ICR sent (``permissions``, ``id``, ``created_at``, ``updated_at``, ``is_active``,
+  ``app_id``, ``extra``; keys an older version ignores and a newer one treats as optional),
+  under a key the user supplies or one derived (HKDF-SHA256) from the app's private key. The Redis key name is associated data, so a ciphertext copied
   under another installation's name does not decrypt. A Redis dump leaks no token.
 * Single flight across processes: the worker that misses takes a lease (``SET NX PX`` with a
   random owner value), renews it while it mints, and releases it only if it still owns it
@@ -57,6 +60,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import functools
 import hashlib
 import hmac
@@ -68,12 +72,15 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from .._converters import parse_datetime
 from .._keys import KeySource
-from ..models import Token
+from .._token_answer import share_permissions
+from ..models import _NO_EXTRA, Permissions, Token
 from ._redis_backoff import RedisBackoffStats, RedisBackoffStore
 from ._redis_base import (
     Counters,
@@ -316,16 +323,7 @@ class RedisTokenCache(RedisStore):
         return hmac.new(self._tag_key, message, hashlib.sha256).digest()[:_TAG_LEN]
 
     def _seal(self, name: str, token: Token) -> bytes:
-        payload = json.dumps(
-            {
-                "token": token.token,
-                "expires_at": token.expires_at,
-                "installation_id": token.installation_id,
-                "organization_id": token.organization_id,
-                "minted_at": token.minted_at,
-            },
-            separators=(",", ":"),
-        ).encode("utf-8")
+        payload = json.dumps(_entry(token), separators=(",", ":")).encode("utf-8")
         tag = self._tag(name, token.token)
         nonce = os.urandom(_NONCE_LEN)
         # The key name and the tag are authenticated too: an entry moved under another
@@ -345,15 +343,8 @@ class RedisTokenCache(RedisStore):
             self._undecryptable("another encryption key, or was tampered with")
             return None
         try:
-            data = json.loads(payload)
-            return Token(
-                token=str(data["token"]),
-                expires_at=float(data["expires_at"]),
-                installation_id=data.get("installation_id"),
-                organization_id=data.get("organization_id"),
-                minted_at=float(data.get("minted_at") or 0.0),
-            )
-        except (ValueError, KeyError, TypeError):
+            return _token(json.loads(payload))
+        except (ValueError, KeyError, TypeError, AttributeError):
             self._undecryptable("a payload this version cannot read")
             return None
 
@@ -447,3 +438,50 @@ class RedisTokenCache(RedisStore):
                 return  # the lease lapses by itself; the mint goes on
             if not kept:
                 return  # flushed or taken over: nothing of ours to extend
+
+
+_UTC = datetime.timezone.utc
+
+
+def _entry(token: Token) -> dict[str, Any]:
+    """What is sealed for ``token``. The first five keys are the format every earlier
+    version wrote and reads (times as POSIX seconds, ``minted_at`` 0 when unknown); the
+    others are ignored by those versions."""
+    return {
+        "token": token.token,
+        "expires_at": token._expires,
+        "installation_id": token.installation_id,
+        "organization_id": token.organization_id,
+        "minted_at": token._minted,
+        "permissions": token.permissions.to_dict(),
+        "id": token.id,
+        "created_at": None if token.created_at is None else token.created_at.isoformat(),
+        "updated_at": None if token.updated_at is None else token.updated_at.isoformat(),
+        "is_active": token.is_active,
+        "app_id": token.app_id,
+        "extra": dict(token.extra),
+    }
+
+
+def _token(data: dict[str, Any]) -> Token:
+    """The ``Token`` of an entry written by this version or an earlier one (which stored
+    only the first five keys of ``_entry``)."""
+    minted = float(data.get("minted_at") or 0.0)
+    created = None if data.get("created_at") is None else parse_datetime(data["created_at"])
+    updated = None if data.get("updated_at") is None else parse_datetime(data["updated_at"])
+    if updated is not None and updated == created:
+        updated = created  # one object for the two (as a freshly minted token has)
+    return Token(
+        token=str(data["token"]),
+        expires_at=datetime.datetime.fromtimestamp(float(data["expires_at"]), tz=_UTC),
+        installation_id=data.get("installation_id"),
+        organization_id=data.get("organization_id"),
+        permissions=share_permissions(Permissions(data.get("permissions") or {})),
+        minted_at=datetime.datetime.fromtimestamp(minted, tz=_UTC) if minted else None,
+        id=data.get("id"),
+        created_at=created,
+        updated_at=updated,
+        is_active=bool(data.get("is_active", True)),
+        app_id=data.get("app_id"),
+        extra=dict(data.get("extra") or {}) or _NO_EXTRA,
+    )
