@@ -40,10 +40,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from icr_async import ManualClock, MemoryTokenCache, Token
+from icr_async import MemoryTokenCache, Token
 from icr_async._jwt import AppJWT, ClockSync
 from icr_async._keys import PrivateKey
-from icr_async.testing import generate_private_key_pem
+from icr_async.testing import ManualClock, generate_private_key_pem
 
 from ._harness import NULL_SUFFIX, current_rss_mib, emulator_process, pin, table
 

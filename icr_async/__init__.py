@@ -8,7 +8,8 @@ The blocking twin is ``ICRClient``; the bundled emulator is ``icr_async.testing`
 """
 
 from ._backoff import BackoffStore, MemoryBackoffStore
-from ._clock import Clock, ManualClock
+from ._clock import Clock
+from ._clock import ManualClock as _ManualClock
 from ._compat import deprecated_names
 from ._config import DEFAULT_API_VERSION, PRODUCTION_URL, SANDBOX_URL, Timeouts
 from ._hooks import RequestEvent, ResponseEvent
@@ -95,6 +96,8 @@ __getattr__ = deprecated_names(
         "AppAccessToken": "Token",
         "InstallationAccessToken": "Token",
     },
+    # A test tool, at home beside the emulator it drives.
+    moved={"ManualClock": (_ManualClock, "icr_async.testing.ManualClock")},
 )
 
 __all__ = [
@@ -134,7 +137,6 @@ __all__ = [
     "InstallationClient",
     "InvalidArgumentError",
     "Inventory",
-    "ManualClock",
     "MemoryBackoffStore",
     "MemoryIdempotencyStore",
     "MemoryTokenCache",

@@ -37,7 +37,7 @@ Failure and shutdown
 from __future__ import annotations
 
 import weakref
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from ._background import Handle, finalize
 from ._compat import deprecated_names
@@ -45,9 +45,11 @@ from ._twins import _blocking, _Bridge, _derived, _Forward, _iterating, _same_pa
 from .client import AsyncAppTokenClient, AsyncICRClient, AsyncInstallationClient, _TokenScopedClient
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from types import TracebackType
 
     from ._config import ClientConfig
+    from ._signers import Signer
     from ._tokens import ClientStats
 
 __all__ = ["AppTokenClient", "ICRClient", "InstallationClient"]
@@ -76,11 +78,11 @@ class _SyncTokenScopedClient(_Bridge):
     def _app_client(self) -> ICRClient:
         return self._parent
 
-    request = _blocking(_TokenScopedClient.request)
-    request_raw = _blocking(_TokenScopedClient.request_raw)
-    request_response = _blocking(_TokenScopedClient.request_response)
-    get_token = _blocking(_TokenScopedClient.get_token)
-    revoke = _blocking(_TokenScopedClient.revoke)
+    request: Final = _blocking(_TokenScopedClient.request)
+    request_raw: Final = _blocking(_TokenScopedClient.request_raw)
+    request_response: Final = _blocking(_TokenScopedClient.request_response)
+    get_token: Final = _blocking(_TokenScopedClient.get_token)
+    revoke: Final = _blocking(_TokenScopedClient.revoke)
 
 
 class InstallationClient(_SyncTokenScopedClient):
@@ -102,33 +104,33 @@ class InstallationClient(_SyncTokenScopedClient):
         """The installation this client acts as."""
         return self._core.installation_id
 
-    organization_id = _blocking(AsyncInstallationClient.organization_id)
+    organization_id: Final = _blocking(AsyncInstallationClient.organization_id)
 
     # -- the organization, its inventory and credit requests ----------------------------
-    get_organization = _blocking(AsyncInstallationClient.get_organization)
-    list_addresses = _blocking(AsyncInstallationClient.list_addresses)
-    list_retirements = _blocking(AsyncInstallationClient.list_retirements)
-    get_retirement_pdf = _blocking(AsyncInstallationClient.get_retirement_pdf)
-    get_inventory = _blocking(AsyncInstallationClient.get_inventory)
-    list_credit_requests = _blocking(AsyncInstallationClient.list_credit_requests)
-    iter_credit_requests = _iterating(AsyncInstallationClient.iter_credit_requests)
-    get_credit_request = _blocking(AsyncInstallationClient.get_credit_request)
+    get_organization: Final = _blocking(AsyncInstallationClient.get_organization)
+    list_addresses: Final = _blocking(AsyncInstallationClient.list_addresses)
+    list_retirements: Final = _blocking(AsyncInstallationClient.list_retirements)
+    get_retirement_pdf: Final = _blocking(AsyncInstallationClient.get_retirement_pdf)
+    get_inventory: Final = _blocking(AsyncInstallationClient.get_inventory)
+    list_credit_requests: Final = _blocking(AsyncInstallationClient.list_credit_requests)
+    iter_credit_requests: Final = _iterating(AsyncInstallationClient.iter_credit_requests)
+    get_credit_request: Final = _blocking(AsyncInstallationClient.get_credit_request)
 
     # -- credit actions (never retried automatically) -----------------------------------
-    create_credit_action = _blocking(AsyncInstallationClient.create_credit_action)
-    transfer_credits = _blocking(AsyncInstallationClient.transfer_credits)
-    retire_credits = _blocking(AsyncInstallationClient.retire_credits)
-    transfer_and_retire_credits = _blocking(AsyncInstallationClient.transfer_and_retire_credits)
-    cancel_credits = _blocking(AsyncInstallationClient.cancel_credits)
-    forget_action = _blocking(AsyncInstallationClient.forget_action)
+    create_credit_action: Final = _blocking(AsyncInstallationClient.create_credit_action)
+    transfer_credits: Final = _blocking(AsyncInstallationClient.transfer_credits)
+    retire_credits: Final = _blocking(AsyncInstallationClient.retire_credits)
+    transfer_and_retire_credits: Final = _blocking(AsyncInstallationClient.transfer_and_retire_credits)
+    cancel_credits: Final = _blocking(AsyncInstallationClient.cancel_credits)
+    forget_action: Final = _blocking(AsyncInstallationClient.forget_action)
 
     # -- the warehouse and its reservations ---------------------------------------------
-    get_warehouse_inventory = _blocking(AsyncInstallationClient.get_warehouse_inventory)
-    list_reservations = _blocking(AsyncInstallationClient.list_reservations)
-    iter_reservations = _iterating(AsyncInstallationClient.iter_reservations)
-    create_reservation = _blocking(AsyncInstallationClient.create_reservation)
-    finish_reservation = _blocking(AsyncInstallationClient.finish_reservation)
-    cancel_reservation = _blocking(AsyncInstallationClient.cancel_reservation)
+    get_warehouse_inventory: Final = _blocking(AsyncInstallationClient.get_warehouse_inventory)
+    list_reservations: Final = _blocking(AsyncInstallationClient.list_reservations)
+    iter_reservations: Final = _iterating(AsyncInstallationClient.iter_reservations)
+    create_reservation: Final = _blocking(AsyncInstallationClient.create_reservation)
+    finish_reservation: Final = _blocking(AsyncInstallationClient.finish_reservation)
+    cancel_reservation: Final = _blocking(AsyncInstallationClient.cancel_reservation)
 
     def __repr__(self) -> str:
         return (
@@ -150,8 +152,8 @@ class AppTokenClient(_SyncTokenScopedClient):
     def __init__(self, parent: ICRClient, core: AsyncAppTokenClient) -> None:
         super().__init__(parent, core)
 
-    list_projects = _blocking(AsyncAppTokenClient.list_projects)
-    iter_projects = _iterating(AsyncAppTokenClient.iter_projects)
+    list_projects: Final = _blocking(AsyncAppTokenClient.list_projects)
+    iter_projects: Final = _iterating(AsyncAppTokenClient.iter_projects)
 
     def __repr__(self) -> str:
         return f"<AppTokenClient app_id={self._parent.app_id!r}>"
@@ -228,35 +230,35 @@ class ICRClient(_Bridge):
         """Counters about tokens and requests (shared with the async core)."""
         return self._core.stats
 
-    key_fingerprint = _Forward(AsyncICRClient.key_fingerprint)
-    signers = _Forward(AsyncICRClient.signers)
-    base_url = _Forward(AsyncICRClient.base_url)
-    jwt_signatures = _Forward(AsyncICRClient.jwt_signatures)
-    clock_offset = _Forward(AsyncICRClient.clock_offset)
+    key_fingerprint: _Forward[str] = _Forward(AsyncICRClient.key_fingerprint)
+    signers: _Forward[tuple[Signer, ...]] = _Forward(AsyncICRClient.signers)
+    base_url: _Forward[str] = _Forward(AsyncICRClient.base_url)
+    jwt_signatures: _Forward[int] = _Forward(AsyncICRClient.jwt_signatures)
+    clock_offset: _Forward[float] = _Forward(AsyncICRClient.clock_offset)
 
     def __repr__(self) -> str:
         return f"<ICRClient app_id={self.app_id!r} base_url={self.base_url!r}>"
 
     # -- app endpoints: one typed twin per async method ----------------------------------
 
-    create_app_token = _blocking(AsyncICRClient.create_app_token)
-    create_installation_token = _blocking(AsyncICRClient.create_installation_token)
-    revoke_token = _blocking(AsyncICRClient.revoke_token)
-    list_installations = _blocking(AsyncICRClient.list_installations)
-    iter_installations = _iterating(AsyncICRClient.iter_installations)
-    get_installation = _blocking(AsyncICRClient.get_installation)
-    create_user_organization = _blocking(AsyncICRClient.create_user_organization)
-    request = _blocking(AsyncICRClient.request)
-    request_raw = _blocking(AsyncICRClient.request_raw)
-    request_response = _blocking(AsyncICRClient.request_response)
+    create_app_token: Final = _blocking(AsyncICRClient.create_app_token)
+    create_installation_token: Final = _blocking(AsyncICRClient.create_installation_token)
+    revoke_token: Final = _blocking(AsyncICRClient.revoke_token)
+    list_installations: Final = _blocking(AsyncICRClient.list_installations)
+    iter_installations: Final = _iterating(AsyncICRClient.iter_installations)
+    get_installation: Final = _blocking(AsyncICRClient.get_installation)
+    create_user_organization: Final = _blocking(AsyncICRClient.create_user_organization)
+    request: Final = _blocking(AsyncICRClient.request)
+    request_raw: Final = _blocking(AsyncICRClient.request_raw)
+    request_response: Final = _blocking(AsyncICRClient.request_response)
 
     # -- derived clients ---------------------------------------------------------------
 
-    installation = _derived(AsyncICRClient.installation, InstallationClient)
-    app_token_client = _derived(AsyncICRClient.app_token_client, AppTokenClient)
+    installation: Final = _derived(AsyncICRClient.installation, InstallationClient)
+    app_token_client: Final = _derived(AsyncICRClient.app_token_client, AppTokenClient)
 
 
-__getattr__ = deprecated_names(
+__getattr__: Callable[[str], Any] = deprecated_names(
     "icr_async.sync",
     globals(),
     {"SyncInstallationClient": "InstallationClient", "SyncAppTokenClient": "AppTokenClient"},

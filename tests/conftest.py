@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from icr_async import AsyncICRClient, ManualClock, PrivateKey, RetryPolicy
-from icr_async.testing import EmulatorServer, ICREmulator, generate_private_key_pem
+from icr_async import AsyncICRClient, PrivateKey, RetryPolicy
+from icr_async.testing import EmulatorServer, ICREmulator, ManualClock, generate_private_key_pem
 
 START = 1_780_000_000.0  # a fixed instant, so expiry maths in tests is reproducible
 

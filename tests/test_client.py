@@ -14,7 +14,6 @@ from icr_async import (
     ClientClosedError,
     ConfigurationError,
     InvalidArgumentError,
-    ManualClock,
     NotFoundError,
     OrganizationType,
     PaginationError,
@@ -23,7 +22,7 @@ from icr_async import (
     Token,
     UnsupportedAPIVersionError,
 )
-from icr_async.testing import EmulatorServer, ICREmulator
+from icr_async.testing import EmulatorServer, ICREmulator, ManualClock
 
 pytestmark = pytest.mark.anyio
 

@@ -23,7 +23,6 @@ from joserfc.jwk import RSAKey
 from multidict import CIMultiDictProxy
 
 import icr_async.testing as testing_pkg
-from icr_async._clock import ManualClock
 from icr_async.testing import (
     VARIANTS,
     EmulatorApp,
@@ -31,6 +30,7 @@ from icr_async.testing import (
     EmulatorVariant,
     Fault,
     ICREmulator,
+    ManualClock,
     generate_private_key_pem,
 )
 from icr_async.testing._variants import options_of

@@ -15,8 +15,9 @@ from joserfc import jwt
 from joserfc.errors import BadSignatureError
 from joserfc.jwk import RSAKey
 
-from icr_async import ManualClock, PrivateKey
+from icr_async import PrivateKey
 from icr_async._jwt import JWT_BACKDATE, JWT_LIFETIME, JWT_MIN_REMAINING, AppJWT, ClockSync
+from icr_async.testing import ManualClock
 
 APP_ID = "2f1d7a52-6c1b-4f0e-9d3a-8b7e5c4a3f21"
 T0 = 1_700_000_000.25

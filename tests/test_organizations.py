@@ -22,7 +22,6 @@ from icr_async import (
     CreditType,
     DuplicateActionError,
     InvalidArgumentError,
-    ManualClock,
     NotFoundError,
     PermissionDeniedError,
     Project,
@@ -33,7 +32,7 @@ from icr_async import (
     ServerError,
 )
 from icr_async._converters import structure
-from icr_async.testing import Fault, ICREmulator
+from icr_async.testing import Fault, ICREmulator, ManualClock
 
 pytestmark = pytest.mark.anyio
 

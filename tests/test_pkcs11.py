@@ -32,7 +32,6 @@ from joserfc.jwk import RSAKey
 from icr_async import (
     AsyncICRClient,
     ConfigurationError,
-    ManualClock,
     Signer,
     SignerError,
     public_key_fingerprint,
@@ -40,7 +39,7 @@ from icr_async import (
 from icr_async._jwt import AppJWT, ClockSync
 from icr_async.cli import main
 from icr_async.contrib.pkcs11 import PKCS11Signer, parse_pkcs11_uri
-from icr_async.testing import ICREmulator
+from icr_async.testing import ICREmulator, ManualClock
 
 pytestmark = pytest.mark.anyio
 

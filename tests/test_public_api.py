@@ -114,6 +114,14 @@ def test_version() -> None:
     assert re.fullmatch(r"\d+\.\d+\.\d+\S*", icr_async.__version__)
 
 
+def test_the_test_clock_lives_beside_the_emulator() -> None:
+    from icr_async.testing import ManualClock
+
+    assert "ManualClock" not in icr_async.__all__
+    with pytest.warns(DeprecationWarning, match=r"icr_async\.testing\.ManualClock"):
+        assert icr_async.ManualClock is ManualClock  # the old home, for one release
+
+
 def test_key_names_are_exported() -> None:
     for name in (
         "AsyncICRClient",
@@ -125,7 +133,6 @@ def test_key_names_are_exported() -> None:
         "PrivateKey",
         "RetryPolicy",
         "Timeouts",
-        "ManualClock",
         "TokenCache",
         # ICR's documented objects (shared/docs/icr-api.md).
         "Credit",

@@ -23,9 +23,9 @@ import pytest
 import redis.asyncio as aioredis
 from _redis_server import Fleet, RedisServer, free_port, require_redis_server
 
-from icr_async import AsyncICRClient, ConfigurationError, ManualClock, PrivateKey, Token
+from icr_async import AsyncICRClient, ConfigurationError, PrivateKey, Token
 from icr_async.contrib.redis import RedisTokenCache, SharedCacheUnavailableError
-from icr_async.testing import Fault, ICREmulator
+from icr_async.testing import Fault, ICREmulator, ManualClock
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 

@@ -16,7 +16,6 @@ from icr_async import (
     AiohttpTransport,
     APIError,
     AsyncICRClient,
-    ManualClock,
     RateLimitedError,
     RequestTimeoutError,
     ResponseDecodeError,
@@ -25,7 +24,7 @@ from icr_async import (
     Timeouts,
     TransportError,
 )
-from icr_async.testing import Fault, ICREmulator
+from icr_async.testing import Fault, ICREmulator, ManualClock
 
 pytestmark = pytest.mark.anyio
 

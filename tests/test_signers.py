@@ -30,14 +30,13 @@ from icr_async import (
     AuthenticationError,
     ConfigurationError,
     ICRClient,
-    ManualClock,
     PrivateKey,
     Signer,
     SignerError,
     public_key_fingerprint,
 )
 from icr_async._jwt import JWT_LAST_USE, JWT_REFRESH_AHEAD, SIGNER_RETRY_DELAY, AppJWT, ClockSync
-from icr_async.testing import ICREmulator
+from icr_async.testing import ICREmulator, ManualClock
 
 pytestmark = pytest.mark.anyio
 

@@ -16,12 +16,11 @@ from icr_async import (
     AsyncICRClient,
     AuthenticationError,
     ICRError,
-    ManualClock,
     ServerError,
     Token,
     TokenError,
 )
-from icr_async.testing import Fault, ICREmulator
+from icr_async.testing import Fault, ICREmulator, ManualClock
 
 pytestmark = pytest.mark.anyio
 

@@ -7,7 +7,8 @@ import datetime
 import anyio
 import pytest
 
-from icr_async import ClientStats, ManualClock, MemoryTokenCache, Token, TokenCache
+from icr_async import ClientStats, MemoryTokenCache, Token, TokenCache
+from icr_async.testing import ManualClock
 
 T0 = 1_700_000_000.0
 

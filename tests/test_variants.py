@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 from cli_support import EmulatorThread
 
-from icr_async import AsyncICRClient, ManualClock, NotFoundError, ResponseEvent
-from icr_async.testing import VARIANTS, Fault, ICREmulator
+from icr_async import AsyncICRClient, NotFoundError, ResponseEvent
+from icr_async.testing import VARIANTS, Fault, ICREmulator, ManualClock
 
 pytestmark = pytest.mark.anyio
 

@@ -4,8 +4,7 @@ The emulator checks app JWTs for real (RS256 against the app's registered public
 mints and revokes access tokens, serves installations, organizations and projects, and can
 inject faults (error statuses, resets, truncated or mislabelled bodies, hangs)::
 
-    from icr_async._clock import ManualClock
-    from icr_async.testing import ICREmulator
+    from icr_async.testing import ICREmulator, ManualClock
 
     emulator = ICREmulator(clock=ManualClock())
     app = emulator.create_app(installations=3)
@@ -24,6 +23,7 @@ Run it standalone with ``python -m icr_async.testing --help`` (``--variant NAME`
 
 from __future__ import annotations
 
+from .._clock import ManualClock
 from ._crypto import generate_private_key_pem
 from ._emulator import EmulatorApp, EmulatorServer, ICREmulator
 from ._faults import Fault, FaultInjector
@@ -40,5 +40,6 @@ __all__ = [
     "Fault",
     "FaultInjector",
     "ICREmulator",
+    "ManualClock",
     "generate_private_key_pem",
 ]
