@@ -79,6 +79,7 @@ class SphinxRolesToMarkdown(griffe.Extension):
                     text = _TWIN_TEXT[kind].format(cls=cls, name=name)
                     obj.docstring = griffe.Docstring(text, parent=obj)
                     obj.value = None
+                    obj.annotation = None
             stack.extend(
                 member
                 for member in obj.members.values()

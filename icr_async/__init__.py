@@ -7,6 +7,8 @@
 The blocking twin is ``ICRClient``; the bundled emulator is ``icr_async.testing``.
 """
 
+from typing import Final as _Final
+
 from ._backoff import BackoffStore, MemoryBackoffStore
 from ._clock import Clock
 from ._clock import ManualClock as _ManualClock
@@ -86,7 +88,7 @@ from .sync import AppTokenClient, ICRClient, InstallationClient
 # Renamed in 0.2 (httpx's naming: the blocking class has the plain name, the asyncio one
 # ``Async...``), and the token types merged into one ``Token``; the old names work for one
 # more release, with a DeprecationWarning.
-__getattr__ = deprecated_names(
+__getattr__: _Final = deprecated_names(
     "icr_async",
     globals(),
     {

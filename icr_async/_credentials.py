@@ -54,8 +54,8 @@ class AttemptState:
     __slots__ = ("auth_retries", "lag_retries")
 
     def __init__(self) -> None:
-        self.auth_retries = 0
-        self.lag_retries = 0
+        self.auth_retries: int = 0
+        self.lag_retries: int = 0
 
 
 class Auth(Protocol):
@@ -183,8 +183,8 @@ class TokenAuth:
         stats: ClientStats,
     ) -> None:
         self._tokens = tokens
-        self.key = key
-        self.installation_id = installation_id
+        self.key: str = key
+        self.installation_id: str | None = installation_id
         self._clock = clock
         self._sleep = sleep
         self._stats = stats

@@ -68,8 +68,8 @@ class ClockSync:
     __slots__ = ("clock", "offset")
 
     def __init__(self, clock: Clock) -> None:
-        self.clock = clock
-        self.offset = 0.0  # server time minus local time, in seconds
+        self.clock: Clock = clock
+        self.offset: float = 0.0  # server time minus local time, in seconds
 
     def now(self) -> float:
         """The server's time, as best we know it."""

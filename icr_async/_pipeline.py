@@ -77,7 +77,7 @@ class Pipeline:
         on_request: RequestHook | None,
         on_response: ResponseHook | None,
     ) -> None:
-        self.transport = transport
+        self.transport: Transport = transport
         self._headers = dict(headers)
         # Built once: most calls have no body, the others all send JSON.
         self._json_headers = {**headers, "Content-Type": "application/json"}

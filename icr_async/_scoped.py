@@ -60,15 +60,15 @@ class Core:
         clock: Clock,
         total_timeout: float | None,
     ) -> None:
-        self.pipeline = pipeline
-        self.base_url = base_url
-        self.tokens = tokens
-        self.jwt_auth = jwt_auth
-        self.idempotency = idempotency
-        self.app_scope = app_scope
-        self.cache_prefix = cache_prefix
-        self.clock = clock
-        self.total_timeout = total_timeout
+        self.pipeline: Pipeline = pipeline
+        self.base_url: str = base_url
+        self.tokens: TokenManager = tokens
+        self.jwt_auth: Auth = jwt_auth
+        self.idempotency: IdempotencyStore = idempotency
+        self.app_scope: str = app_scope
+        self.cache_prefix: str = cache_prefix
+        self.clock: Clock = clock
+        self.total_timeout: float | None = total_timeout
 
     def build(self, method: str, path: str, *, safe: bool | None = None, **options: Any) -> Request:
         """A request for a path the SDK built from checked ids (no path re-check)."""

@@ -177,7 +177,7 @@ class MintCounts(dict[str, int]):
 
     def __init__(self, max_entries: int = 10_000) -> None:
         super().__init__()
-        self.max_entries = max_entries
+        self.max_entries: int = max_entries
         """How many installations are remembered (the oldest is forgotten first)."""
 
     def __missing__(self, key: str) -> int:

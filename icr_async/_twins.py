@@ -14,6 +14,9 @@ class, with the same parameters as far as mypy and ``inspect.signature`` can tel
 
 ``ParamSpec`` carries the parameters through, so no twin needs a ``# type: ignore`` and mypy
 sees ``ICRClient.get_installation`` as ``(installation_id: str | int) -> Installation``.
+Each twin is declared ``Final`` (``get_installation: Final = _blocking(...)``): a class
+constant, bound like a method by mypy and pyright alike, whose type ``pyright --verifytypes``
+accepts as declared (a bare ``name = call(...)`` counts as inferred, so ambiguous).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ import aiohttp
 
 from ._backoff import BackoffStore, MemoryBackoffStore
 from ._clock import Clock, system_clock
-from ._config import Timeouts
+from ._config import ClientConfig, Timeouts
 from ._credentials import JWTAuth, TokenAuth, check_bearer
 from ._hooks import RequestHook, ResponseHook
 from ._idempotency import IdempotencyStore, MemoryIdempotencyStore
@@ -74,6 +74,11 @@ class AsyncICRClient(Caller):
     process's memory) and ``backoff=`` (pauses after a 429 / 503 with ``Retry-After``;
     default: shared by this process's requests).
     """
+
+    config: ClientConfig
+    """The frozen settings this client was built with."""
+    stats: ClientStats
+    """Counters about tokens and requests."""
 
     def __init__(
         self,
@@ -446,7 +451,7 @@ class AsyncInstallationClient(OrganizationEndpoints):
 
     def __init__(self, parent: AsyncICRClient, installation_id: str | int) -> None:
         path_param(installation_id)
-        self.installation_id = str(installation_id)
+        self.installation_id: str = str(installation_id)
         self._organization_id = None
         self._parent = parent
         key = parent._cache_key(self.installation_id)

@@ -83,7 +83,7 @@ class ICRError(Exception):
     """The root of every error raised by icr-async."""
 
     def __init__(self, message: str) -> None:
-        self.message = redact_text(message)
+        self.message: str = redact_text(message)
         super().__init__(self.message)
 
 
@@ -180,7 +180,7 @@ class SignerError(ICRError):
     """
 
     def __init__(self, message: str, *, key_id: str = "", fingerprint: str = "") -> None:
-        self.key_id = redact_text(key_id)
+        self.key_id: str = redact_text(key_id)
         self.fingerprint = fingerprint
         super().__init__(message)
 
@@ -261,12 +261,12 @@ class APIError(ICRError):
         self.status = status
         self.method = method
         self.path = path
-        self.server_message = redact_text(server_message)
-        self.messages = tuple(redact_text(m) for m in messages)
+        self.server_message: str = redact_text(server_message)
+        self.messages: tuple[str, ...] = tuple(redact_text(m) for m in messages)
         self.error = error
         self.request_id = request_id
         self.retry_after = retry_after
-        self.body = redact_value(body)
+        self.body: Any = redact_value(body)
         self.headers: Mapping[str, str] = redact_headers(headers or {})
         text = f"{status} {error or _reason(status)} on {method} {path}"
         if self.server_message:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime
 import enum
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Generic, TypeVar, overload
 
 import attrs
@@ -281,7 +281,9 @@ class Token:
     def __str__(self) -> str:
         return mask_token(self.token)
 
-    __format__ = _refuse_format
+    def __format__(self, spec: str) -> str:
+        """Refused: formatting would give the masked form, not the secret (see ``token``)."""
+        return _refuse_format(self, spec)
 
 
 @attrs.frozen(kw_only=True)
@@ -432,7 +434,7 @@ class Page(Generic[T]):
 
 # One type for every token: the former wire classes are aliases of ``Token`` for one more
 # release, with a DeprecationWarning (ICR's wire shape is read by ``_token_answer``).
-__getattr__ = deprecated_names(
+__getattr__: Callable[[str], Any] = deprecated_names(
     "icr_async.models",
     globals(),
     {"AccessToken": "Token", "AppAccessToken": "Token", "InstallationAccessToken": "Token"},

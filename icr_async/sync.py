@@ -6,11 +6,14 @@
 
 Nothing here implements a request. Each public method of ``AsyncICRClient``,
 ``AsyncInstallationClient`` and ``AsyncAppTokenClient`` has a twin made by one typed line
-(``get_installation = _blocking(AsyncICRClient.get_installation)``, see ``_twins``): the twin
-builds the very coroutine the async client would, runs it on the shared loop and waits for its
-value. Thanks to ``ParamSpec`` mypy sees ``ICRClient.get_installation`` as
+(``get_installation: Final = _blocking(AsyncICRClient.get_installation)``, see ``_twins``):
+the twin builds the very coroutine the async client would, runs it on the shared loop and
+waits for its value. Thanks to ``ParamSpec`` mypy sees ``ICRClient.get_installation`` as
 ``(installation_id: str | int) -> Installation``; a parity test fails when an async method has
-no twin or the signatures differ.
+no twin or the signatures differ. ``Final`` (a class constant whose type is the declared
+return type of ``_blocking``) is what makes pyright count the twin as declared rather than
+inferred; the forwarded properties name their type (``_Forward[str]``), which mypy checks
+against the async property.
 
 The loop (``_background``)
     One event loop per process runs in a daemon thread, started on the first call of any
@@ -120,7 +123,9 @@ class InstallationClient(_SyncTokenScopedClient):
     create_credit_action: Final = _blocking(AsyncInstallationClient.create_credit_action)
     transfer_credits: Final = _blocking(AsyncInstallationClient.transfer_credits)
     retire_credits: Final = _blocking(AsyncInstallationClient.retire_credits)
-    transfer_and_retire_credits: Final = _blocking(AsyncInstallationClient.transfer_and_retire_credits)
+    transfer_and_retire_credits: Final = _blocking(
+        AsyncInstallationClient.transfer_and_retire_credits
+    )
     cancel_credits: Final = _blocking(AsyncInstallationClient.cancel_credits)
     forget_action: Final = _blocking(AsyncInstallationClient.forget_action)
 

@@ -59,6 +59,8 @@ This module is the public import path; the work is done in ``_webhook_signing`` 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ._compat import deprecated_names
 from ._webhook_events import KNOWN_EVENTS, EventType, WebhookEvent, parse_event
 from ._webhook_handler import (
@@ -70,6 +72,10 @@ from ._webhook_handler import (
 from ._webhook_signing import SIGNATURE_HEADER, sign_payload, verify_signature
 from .errors import WebhookError, WebhookPayloadError, WebhookSignatureError
 from .models import Installation
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 __all__ = [
     "DEFAULT_MAX_BODY_SIZE",
@@ -90,6 +96,6 @@ __all__ = [
 
 # An event's installation is the API's ``Installation`` now; the old name works
 # for one more release (isinstance checks and annotations), with a DeprecationWarning.
-__getattr__ = deprecated_names(
+__getattr__: Callable[[str], Any] = deprecated_names(
     "icr_async.webhooks", {"Installation": Installation}, {"WebhookInstallation": "Installation"}
 )

@@ -158,7 +158,7 @@ class PKCS11Signer:
         found_id = self._key[pkcs11.Attribute.ID] or None
         self._key_id = key_uri(self._token.label, label, found_id)
         # Whether the token promises the key can never be read out.
-        self.non_extractable = (
+        self.non_extractable: bool = (
             self._read_flag(pkcs11.Attribute.EXTRACTABLE) is False
             and self._read_flag(pkcs11.Attribute.SENSITIVE) is True
         )

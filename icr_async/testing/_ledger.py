@@ -86,9 +86,11 @@ class LedgerHost(Protocol):
     @property
     def webhooks(self) -> WebhookSender: ...
 
-    def organization(self, organization_id: str) -> dict[str, Any]: ...
+    def organization(self, organization_id: str) -> dict[str, Any]:
+        """The stored organization object (live; ``KeyError`` for an unknown id)."""
 
-    def server_now(self) -> float: ...
+    def server_now(self) -> float:
+        """The server's current time: ``clock() + clock_offset``."""
 
 
 class Ledger:

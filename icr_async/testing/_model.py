@@ -63,14 +63,14 @@ def _ttl_option(name: str) -> Option[float]:
 class EmulatorModel:
     """The state and behaviour of :class:`~icr_async.testing.ICREmulator`, which documents it."""
 
-    page_base = Option(check_page_base)
-    page_end_style = Option(check_page_end_style)
-    post_status = Option(check_post_status)
-    clock_offset = Option(check_clock_offset)
-    installation_token_ttl = _ttl_option("installation_token_ttl")
-    app_token_ttl = _ttl_option("app_token_ttl")
-    retry_after_style = Option(check_retry_after_style)
-    request_id_header = Option(check_request_id_header)
+    page_base: Option[PageBase] = Option(check_page_base)
+    page_end_style: Option[PageEndStyle] = Option(check_page_end_style)
+    post_status: Option[PostStatus] = Option(check_post_status)
+    clock_offset: Option[float] = Option(check_clock_offset)
+    installation_token_ttl: Option[float] = _ttl_option("installation_token_ttl")
+    app_token_ttl: Option[float] = _ttl_option("app_token_ttl")
+    retry_after_style: Option[RetryAfterStyle] = Option(check_retry_after_style)
+    request_id_header: Option[str | None] = Option(check_request_id_header)
 
     def __init__(
         self,
@@ -106,15 +106,15 @@ class EmulatorModel:
         self.propagation_lag: float = 0.0
         """Tokens younger than this many server seconds are refused (replication lag)."""
         self.max_page_limit = max_page_limit
-        self.supported_api_versions = tuple(supported_api_versions)
+        self.supported_api_versions: tuple[str, ...] = tuple(supported_api_versions)
         self.repeat_pages = False
         """When true, list endpoints ignore ``page`` and always serve the first page."""
         self.base_url = "http://127.0.0.1"
         """Base of ``accessTokensUrl`` in objects returned by Python methods (set by serve)."""
-        self.faults = FaultInjector(seed)
-        self.rate_limiter = RateLimiter()
+        self.faults: FaultInjector = FaultInjector(seed)
+        self.rate_limiter: RateLimiter = RateLimiter()
         """A request limit per app or installation (off until ``rate_limiter.limit`` is set)."""
-        self.stats = EmulatorStats()
+        self.stats: EmulatorStats = EmulatorStats()
 
         self._data = DataFactory(seed)
         self._apps: dict[str, AppRecord] = {}

@@ -81,7 +81,7 @@ class EmulatorServer:
         self.host = host
         self.port = port
         url_host = f"[{host}]" if ":" in host else host
-        self.url = f"{scheme}://{url_host}:{port}"
+        self.url: str = f"{scheme}://{url_host}:{port}"
         """The base URL to give the SDK, e.g. ``http://127.0.0.1:54321``."""
         self.ca_pem = ca_pem
         """With ``tls=True``: the PEM of the CA that signed the server certificate."""

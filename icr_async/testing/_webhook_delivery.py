@@ -100,7 +100,7 @@ class WebhookSender:
         self.secret: str | bytes | None = None
         self.app_id: str | None = None
         self.timeout: float = DEFAULT_TIMEOUT
-        self.legacy_whole_body = False
+        self.legacy_whole_body: bool = False
         self.deliveries: list[Delivery] = []
         """Every delivery attempted, in event order."""
         self._queue: collections.deque[Delivery] = collections.deque()
