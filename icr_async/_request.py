@@ -20,9 +20,11 @@ from .errors import InvalidArgumentError
 
 __all__ = [
     "NO_BODY",
+    "OPTION_NAMES",
     "SAFE_METHODS",
     "Request",
     "RequestOptions",
+    "build_call",
     "build_request",
     "check_method",
     "check_path",
@@ -66,6 +68,22 @@ class RequestOptions(TypedDict, total=False):
     json: Any
     retry: bool | None
     timeout: float | None
+
+
+OPTION_NAMES: Final = frozenset(RequestOptions.__annotations__)
+
+
+def build_call(method: str, path: str, *, base_url: str, options: Mapping[str, Any]) -> Request:
+    """``build_request`` for a caller's ``request(method, path, **options)``: only the
+    ``RequestOptions`` keys are taken (``safe``/``checked`` are the SDK's own, never a
+    caller's: a path that skipped its checks could leave the API)."""
+    unknown = options.keys() - OPTION_NAMES
+    if unknown:
+        raise InvalidArgumentError(
+            f"unknown request option(s) {', '.join(sorted(map(repr, unknown)))}; "
+            f"the options are {', '.join(sorted(OPTION_NAMES))}"
+        )
+    return build_request(method, path, base_url=base_url, **options)
 
 
 _set = object.__setattr__

@@ -15,7 +15,7 @@ from ._clock import Clock
 from ._credentials import Auth, StaticAuth, TokenAuth, check_bearer
 from ._idempotency import IdempotencyStore
 from ._pipeline import Pipeline
-from ._request import NO_BODY, Request, build_request
+from ._request import NO_BODY, Request, build_call, build_request
 from ._sansio import check_page_args
 from ._tokens import TokenManager
 from ._transport import Response
@@ -106,7 +106,7 @@ class Caller:
     _auth: Auth
 
     def _build(self, method: str, path: str, options: RequestOptions) -> Request:
-        return build_request(method, path, base_url=self._core.base_url, **options)
+        return build_call(method, path, base_url=self._core.base_url, options=options)
 
     async def request(self, method: str, path: str, **options: Unpack[RequestOptions]) -> Any:
         """Call any endpoint and return the decoded JSON.

@@ -186,6 +186,16 @@ async def test_request_response_gives_status_headers_and_bytes(
         await client.request_response("GET", "/app/installations/missing")
 
 
+async def test_only_the_documented_options_are_taken(
+    client: AsyncICRClient, emulator: ICREmulator
+) -> None:
+    # checked= / safe= are the SDK's own: a caller could otherwise skip the path checks.
+    for options in ({"checked": True}, {"safe": True}, {"base_url": "https://elsewhere"}):
+        with pytest.raises(InvalidArgumentError, match="unknown request option"):
+            await client.request("GET", "/app/../secret", **options)
+    assert emulator.stats.total_requests == 0
+
+
 async def test_a_per_call_timeout_bounds_that_call_only(
     make_client: Any, emulator: ICREmulator
 ) -> None:
