@@ -136,8 +136,6 @@ class TokenScoped(Caller):
 
     __slots__ = ("_auth", "_core", "_key")
 
-    _installation_id: str | None
-
     def __init__(self, core: Core, key: str, auth: TokenAuth) -> None:
         self._core = core
         self._key = key
