@@ -29,8 +29,7 @@ def deprecated_names(
         else:
             raise AttributeError(f"module {module!r} has no attribute {name!r}")
         warnings.warn(
-            f"{module}.{name} is deprecated and will be removed in the next release; "
-            f"use {home}",
+            f"{module}.{name} is deprecated and will be removed in the next release; use {home}",
             DeprecationWarning,
             stacklevel=2,
         )
