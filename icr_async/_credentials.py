@@ -141,13 +141,14 @@ class JWTAuth:
 
 
 class StaticAuth:
-    """A bearer credential given by the caller (revoking a token); never recovered."""
+    """A bearer credential given by the caller (revoking a token; checked there with
+    ``check_bearer``); never recovered."""
 
     __slots__ = ("_value",)
     installation_id: str | None = None
 
     def __init__(self, value: str) -> None:
-        self._value = check_bearer(value)
+        self._value = value
 
     async def credential(self) -> str:
         """The caller's token, as given."""

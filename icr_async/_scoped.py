@@ -84,6 +84,7 @@ class Core:
         """``DELETE /app/installations/token`` with ``value`` as the bearer; the token is
         dropped from the cache either way. ``False`` when the server already considered
         it invalid (a 401)."""
+        value = check_bearer(value, "token to revoke")
         request = self.build("DELETE", "/app/installations/token", safe=True)
         try:
             result = await self.pipeline.json(request, StaticAuth(value))
@@ -130,35 +131,7 @@ class Caller:
         request = self._build(method, path, options)
         return await self._core.pipeline.send(request, self._auth)
 
-
-class TokenScoped(Caller):
-    """The base of the installation and app-token clients: a cached token on every request."""
-
-    __slots__ = ("_auth", "_core", "_key")
-
-    def __init__(self, core: Core, key: str, auth: TokenAuth) -> None:
-        self._core = core
-        self._key = key
-        self._auth = auth
-
-    async def get_token(self, *, min_ttl: float | None = None) -> Token:
-        """A token that lives at least ``min_ttl`` seconds more (and always more than the
-        refresh margin), minted only if the cached one does not."""
-        if min_ttl is not None and (
-            isinstance(min_ttl, bool) or not isinstance(min_ttl, (int, float)) or min_ttl < 0
-        ):
-            raise InvalidArgumentError(f"min_ttl must be a number of seconds >= 0, got {min_ttl!r}")
-        return await self._core.tokens.get(self._key, self._auth.installation_id, min_ttl=min_ttl)
-
-    async def revoke(self) -> bool:
-        """Revoke the cached token server-side and drop it. ``False`` if none was cached or
-        the server already considered it invalid."""
-        cached = self._core.tokens.memory.peek(self._key)
-        if cached is None:
-            return False
-        return await self._core.revoke(check_bearer(cached.token), self._key)
-
-    # -- shared by the typed endpoint methods ----------------------------------------
+    # -- shared by the typed endpoint methods (of the app client and the token clients) --
 
     async def _json(self, method: str, path: str, *, json: Any = NO_BODY) -> Any:
         return await self._core.pipeline.json(self._core.build(method, path, json=json), self._auth)
@@ -208,3 +181,31 @@ class TokenScoped(Caller):
             start_page=start_page,
             params=params,
         )
+
+
+class TokenScoped(Caller):
+    """The base of the installation and app-token clients: a cached token on every request."""
+
+    __slots__ = ("_auth", "_core", "_key")
+
+    def __init__(self, core: Core, key: str, auth: TokenAuth) -> None:
+        self._core = core
+        self._key = key
+        self._auth = auth
+
+    async def get_token(self, *, min_ttl: float | None = None) -> Token:
+        """A token that lives at least ``min_ttl`` seconds more (and always more than the
+        refresh margin), minted only if the cached one does not."""
+        if min_ttl is not None and (
+            isinstance(min_ttl, bool) or not isinstance(min_ttl, (int, float)) or min_ttl < 0
+        ):
+            raise InvalidArgumentError(f"min_ttl must be a number of seconds >= 0, got {min_ttl!r}")
+        return await self._core.tokens.get(self._key, self._auth.installation_id, min_ttl=min_ttl)
+
+    async def revoke(self) -> bool:
+        """Revoke the cached token server-side and drop it. ``False`` if none was cached or
+        the server already considered it invalid."""
+        cached = self._core.tokens.memory.peek(self._key)
+        if cached is None:
+            return False
+        return await self._core.revoke(cached.token, self._key)

@@ -22,7 +22,7 @@ import aiohttp
 from ._backoff import BackoffStore, MemoryBackoffStore
 from ._clock import Clock, system_clock
 from ._config import ClientConfig, Timeouts
-from ._credentials import JWTAuth, TokenAuth, check_bearer
+from ._credentials import JWTAuth, TokenAuth
 from ._hooks import RequestHook, ResponseHook
 from ._idempotency import IdempotencyStore, MemoryIdempotencyStore
 from ._jwt import AppJWT, ClockSync
@@ -30,7 +30,7 @@ from ._keys import KeySource
 from ._organizations import OrganizationEndpoints, ProjectEndpoints
 from ._pipeline import Pipeline
 from ._retry import RetryPolicy
-from ._sansio import check_page_args, path_param, server_time
+from ._sansio import path_param, server_time
 from ._scoped import Caller, Core, TokenScoped
 from ._settings import resolve_settings
 from ._signers import Signer
@@ -333,7 +333,7 @@ class AsyncICRClient(Caller):
         token invalid (a 401), like ``installation(id).revoke()``. The token is dropped from
         this client's cache either way. A masked token (``str(token)``) is refused.
         """
-        value = check_bearer(token if isinstance(token, str) else token.token, "token to revoke")
+        value = token if isinstance(token, str) else token.token
         key = None
         if isinstance(token, Token) and token.installation_id is not None:
             key = self._cache_key(token.installation_id)
@@ -341,12 +341,8 @@ class AsyncICRClient(Caller):
 
     async def list_installations(self, *, limit: int = 10, page: int = 0) -> Page[Installation]:
         """``GET /app/installations``: one page of the app's active installations."""
-        limit, page = check_page_args(limit, page)
-        request = self._core.build(
-            "GET", "/app/installations", params={"limit": limit, "page": page}
-        )
-        return await self._pipeline.page(
-            Installation, request, "installations", self._jwt_auth, limit=limit, page=page
+        return await self._page(
+            Installation, "/app/installations", "installations", limit=limit, page=page
         )
 
     def iter_installations(
@@ -357,13 +353,10 @@ class AsyncICRClient(Caller):
         Stops on an empty page, a null or absent ``nextPage``, ``currentPage >= pageCount`` or
         all ``total`` items seen; raises ``PaginationError`` if the server repeats a page.
         """
-        check_page_args(page_size, start_page)
-        core = self._core
-        return self._pipeline.iterate(
+        return self._iterate(
             Installation,
-            lambda query: core.build("GET", "/app/installations", params=query),
+            "/app/installations",
             "installations",
-            self._jwt_auth,
             page_size=page_size,
             start_page=start_page,
         )
@@ -371,8 +364,9 @@ class AsyncICRClient(Caller):
     async def get_installation(self, installation_id: str | int) -> Installation:
         """``GET /app/installations/{id}``: one installation. Use it to confirm an
         ``installationId`` received on the install callback before trusting it."""
-        request = self._core.get(f"/app/installations/{path_param(installation_id)}")
-        return await self._pipeline.model(Installation, request, self._jwt_auth)
+        return await self._model(
+            Installation, "GET", f"/app/installations/{path_param(installation_id)}"
+        )
 
     async def create_user_organization(
         self,
@@ -411,12 +405,12 @@ class AsyncICRClient(Caller):
         organization: dict[str, Any] = {"fullName": organization_name.strip(), "type": org_type}
         if country_code is not None:
             organization["countryCode"] = country_code.upper()
-        request = self._core.build(
+        return await self._model(
+            CreatedOrganization,
             "POST",
             "/app/create/user/organization",
             json={"user": user, "organization": organization},
         )
-        return await self._pipeline.model(CreatedOrganization, request, self._jwt_auth)
 
     # -- derived clients ---------------------------------------------------------------
 
