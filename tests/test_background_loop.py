@@ -11,20 +11,18 @@ from __future__ import annotations
 import asyncio
 import importlib
 import importlib.util
-import multiprocessing
 import os
 import subprocess
 import sys
 import textwrap
 import threading
-import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from multiprocessing.connection import Connection
 from typing import Any
 
 import anyio.from_thread
 import pytest
+from forking import Connection, fork_and_receive
 
 from icr_async import ICRClient, NotFoundError, PrivateKey, Token, _background
 from icr_async.testing import EmulatorServer, ICREmulator
@@ -183,27 +181,9 @@ def test_after_fork_the_child_gets_a_loop_of_the_same_kind(
 ) -> None:
     client = make_client()
     client.get_installation(installation_ids[0])  # the parent's loop and session are live
-    ctx = multiprocessing.get_context("fork")
-    receive, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(client, installation_ids[1], send))
-    with warnings.catch_warnings():
-        # Python 3.12+ warns that forking with threads may deadlock; surviving it is the point.
-        warnings.filterwarnings(
-            "ignore", message=r".*multi-threaded.*fork", category=DeprecationWarning
-        )
-        proc.start()
-    send.close()
-    try:
-        assert receive.poll(30), "the child did not answer in 30 s"
-        report = receive.recv()
-    finally:
-        proc.join(timeout=30)
-        if proc.is_alive():
-            proc.kill()
-            proc.join(timeout=5)
-        receive.close()
+    report, exitcode, _ = fork_and_receive(_child, client, installation_ids[1])
     assert report == {"id": installation_ids[1], "new_loop": True, "kind": loop_kind}
-    assert proc.exitcode == 0
+    assert exitcode == 0
     assert client.get_installation(installation_ids[2]).id == installation_ids[2]
 
 

@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import multiprocessing
 import os
 import shutil
 import subprocess
 import threading
-import warnings
 from collections.abc import Iterator
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -26,6 +23,7 @@ import pytest
 from cli_support import EmulatorThread
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from forking import Connection, fork_and_receive
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
@@ -378,28 +376,10 @@ def _child(signer: PKCS11Signer, conn: Connection) -> None:
 
 def test_a_forked_child_initialises_the_module_again(hsm_signer: PKCS11Signer) -> None:
     hsm_signer.sign_blocking(b"parent first")  # the parent's session is live
-    ctx = multiprocessing.get_context("fork")
-    receive, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(hsm_signer, send))
-    with warnings.catch_warnings():
-        # Python 3.12+ warns about forking with threads; the child here uses none.
-        warnings.filterwarnings(
-            "ignore", message=r".*multi-threaded.*fork", category=DeprecationWarning
-        )
-        proc.start()
-    send.close()
-    try:
-        assert receive.poll(30), "the child did not answer in 30 s"
-        answer = receive.recv()
-    finally:
-        proc.join(timeout=30)
-        if proc.is_alive():
-            proc.kill()
-            proc.join(timeout=5)
-        receive.close()
+    answer, exitcode, _ = fork_and_receive(_child, hsm_signer)
     assert isinstance(answer, bytes), answer
     hsm_signer.public_key.verify(answer, b"in the child", padding.PKCS1v15(), hashes.SHA256())
-    assert proc.exitcode == 0
+    assert exitcode == 0
     # The parent's session is untouched.
     assert hsm_signer.sign_blocking(b"parent after")
 

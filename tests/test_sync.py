@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import inspect
-import multiprocessing
 import os
 import signal
 import subprocess
@@ -19,14 +18,13 @@ import textwrap
 import threading
 import time
 import traceback
-import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from multiprocessing.connection import Connection
 from typing import Any
 
 import anyio.from_thread
 import pytest
+from forking import Connection, fork_and_receive
 
 from icr_async import (
     AppTokenClient,
@@ -625,34 +623,15 @@ def test_after_fork_the_child_starts_its_own_loop_and_session(
     sync_client.get_installation(installation_ids[0])  # the parent's loop and session are live
     parent_thread = sync_client._handle.thread_id
     parent_session = _session(sync_client)
-    ctx = multiprocessing.get_context("fork")
-    receive, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(sync_client, installation_ids[1], send))
-    with warnings.catch_warnings():
-        # Python 3.12+ warns that forking a process with threads may deadlock the child;
-        # surviving exactly that is what this test is about.
-        warnings.filterwarnings(
-            "ignore", message=r".*multi-threaded.*fork", category=DeprecationWarning
-        )
-        proc.start()
-    send.close()
-    try:
-        assert receive.poll(30), "the child did not answer in 30 s"
-        report = receive.recv()
-    finally:
-        proc.join(timeout=30)
-        if proc.is_alive():
-            proc.kill()
-            proc.join(timeout=5)
-        receive.close()
+    report, exitcode, pid = fork_and_receive(_child, sync_client, installation_ids[1])
     assert report == {
         "id": installation_ids[1],
         "token": True,
         "new_loop": True,
         "new_session": True,
-        "pid": proc.pid,
+        "pid": pid,
     }
-    assert proc.exitcode == 0
+    assert exitcode == 0
     # The parent is untouched: same loop, same session, still working.
     assert sync_client.get_installation(installation_ids[2]).id == installation_ids[2]
     assert sync_client._handle.thread_id == parent_thread
