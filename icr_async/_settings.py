@@ -127,7 +127,7 @@ def resolve_settings(
     if api_version is None:
         api_version = (os.environ.get("ICR_API_VERSION") if env else None) or DEFAULT_API_VERSION
     if config.get("user_agent") is None:
-        config["user_agent"] = ClientConfig().user_agent
+        config.pop("user_agent", None)  # ClientConfig's own default, not a second copy
     return Settings(
         app_id=resolved_id,
         signers=signers,
