@@ -65,8 +65,13 @@ class Auth(Protocol):
     # pauses.
     installation_id: str | None
 
+    def peek(self) -> str | None:
+        """The bearer value for the next attempt when it is at hand (cached and fresh):
+        the per-request path, with no coroutine; ``None`` sends the caller to ``credential``."""
+        ...
+
     async def credential(self) -> str:
-        """The bearer value for the next attempt."""
+        """The bearer value for the next attempt, signed or minted if need be."""
         ...
 
     async def unauthorized(self, credential: str, resp: Response, state: AttemptState) -> bool:
@@ -102,15 +107,14 @@ class JWTAuth:
         self._sync = sync
         self._stats = stats
 
+    def peek(self) -> str | None:
+        """The cached JWT, if it is not expiring."""
+        return self._jwt.peek()
+
     async def credential(self) -> str:
-        """The cached JWT, signed anew only when missing or expiring."""
-        jwt = self._jwt
-        # The cached JWT is returned without awaiting anything; only a missing or expiring
-        # one from a remote signer (HSM, KMS) makes the caller wait.
-        token = jwt.peek()
-        if token is None:
-            token = await jwt.get()
-        return token
+        """The JWT, signed anew when missing or expiring (a remote signer — HSM, KMS — is
+        awaited only then)."""
+        return await self._jwt.get()
 
     async def unauthorized(self, credential: str, resp: Response, state: AttemptState) -> bool:
         """Learn the clock and re-sign, or rotate to the next key; once per call."""
@@ -149,6 +153,10 @@ class StaticAuth:
 
     def __init__(self, value: str) -> None:
         self._value = value
+
+    def peek(self) -> str | None:
+        """The caller's token, as given."""
+        return self._value
 
     async def credential(self) -> str:
         """The caller's token, as given."""
@@ -191,12 +199,17 @@ class TokenAuth:
         self._stats = stats
         self._last: Token | None = None
 
-    async def credential(self) -> str:
-        """The cached token, minted (single flight) when missing or expiring."""
-        tokens = self._tokens
-        token = tokens.peek_fresh(self.key)
+    def peek(self) -> str | None:
+        """The cached token, if it is fresh."""
+        token = self._tokens.peek_fresh(self.key)
         if token is None:
-            token = await tokens.get(self.key, self.installation_id)
+            return None
+        self._last = token
+        return token.token
+
+    async def credential(self) -> str:
+        """The token, minted (single flight) when missing or expiring."""
+        token = await self._tokens.get(self.key, self.installation_id)
         self._last = token
         return token.token
 

@@ -125,7 +125,10 @@ class Pipeline:
                     method=method,
                     path=path,
                 )
-            credential = await auth.credential()
+            # The cached credential without a coroutine; only a missing or expiring one waits.
+            credential = auth.peek()
+            if credential is None:
+                credential = await auth.credential()
             headers = dict(headers_base)
             headers["Authorization"] = "Bearer " + credential
             # The first attempt of a call without its own timeout runs under the transport's
