@@ -316,8 +316,10 @@ async def _back_off_run(
 async def test_three_workers_back_off_together(env: tuple[Fleet, ICREmulator, str]) -> None:
     fleet, emulator, app_id = env
     report = await _back_off_run(fleet, emulator, app_id, workers=3, seconds=2.5)
-    shared, alone = report["shared"], report["alone"]
-    assert shared["failed"] == alone["failed"] == 0, report
+    shared = report["shared"]
+    # No request fails with the shared back-off. Without it (today's per-request waits) a
+    # request can meet three 429s in a row on a busy machine and fail: CI saw 1 in 75.
+    assert shared["failed"] == 0, report
     assert shared["periods"], report  # the limit was reached
     # Each period's 429s are the ones already in flight when the first came back: a few,
     # within a moment, never a stream through the pause.
@@ -330,7 +332,9 @@ async def test_eight_workers_back_off_together(env: tuple[Fleet, ICREmulator, st
     fleet, emulator, app_id = env
     report = await _back_off_run(fleet, emulator, app_id, workers=8, seconds=4.0)
     shared, alone = report["shared"], report["alone"]
-    assert shared["failed"] == alone["failed"] == 0, report
+    # No request fails with the shared back-off. Without it (today's per-request waits) a
+    # request can meet three 429s in a row on a busy machine and fail: CI saw 1 in 75.
+    assert shared["failed"] == 0, report
     assert max(shared["periods"]) <= 8 * 2, report
     assert shared["spread"] < 0.5, report
     # Measured: 16 per period without sharing (one per request in flight), 1-3 with it on a
