@@ -372,7 +372,11 @@ async def _fleet_worker(config: dict[str, Any]) -> None:
         retry_after=config.get("retry_after", 5.0),
     )
     idem = RedisIdempotencyStore(cache, lease=config.get("lease"))
-    backoff = RedisBackoffStore(cache) if config.get("shared_backoff", True) else None
+    backoff = (
+        RedisBackoffStore(cache, **config.get("backoff_options", {}))
+        if config.get("shared_backoff", True)
+        else None
+    )
 
     class Today:
         """No shared pauses at all: each request honours only its own Retry-After."""
