@@ -35,7 +35,7 @@ import attrs
 import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
-from ._dates import format_datetime, parse_datetime
+from ._dates import OneOffDatetime, format_datetime, parse_datetime, parse_datetime_once
 from ._lazy import Deferred, defer_field
 from .errors import ResponseDecodeError
 from .models import Permissions
@@ -171,6 +171,7 @@ RULES: Final[Mapping[type[Any], Rule]] = {
     # A JSON number stays as sent (5 stays an int: exact, and equal to 5.0).
     float: Rule((float, int), None, _number),
     datetime.datetime: Rule((str,), parse_datetime, parse_datetime),
+    OneOffDatetime: Rule((str,), parse_datetime_once, parse_datetime_once),
     Permissions: Rule((dict,), Permissions._from_json, _permissions),
 }
 """Every scalar rule: declared type -> :class:`Rule`."""

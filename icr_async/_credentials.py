@@ -13,7 +13,6 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Final, Protocol
 
-from ._clock import Clock
 from ._jwt import AppJWT, ClockSync
 from ._redact import mask_token
 from ._tokens import ClientStats, TokenManager
@@ -179,7 +178,9 @@ def names_dead_token(body: bytes) -> bool:
 class TokenAuth:
     """A cached installation or app token; a 401 drops it and mints once more."""
 
-    __slots__ = ("_clock", "_last", "_sleep", "_stats", "_tokens", "installation_id", "key")
+    # One per installation client, so it is kept small: the clock and the statistics are
+    # the token manager's own.
+    __slots__ = ("_last", "_sleep", "_tokens", "installation_id", "key")
 
     def __init__(
         self,
@@ -187,16 +188,12 @@ class TokenAuth:
         key: str,
         installation_id: str | None,
         *,
-        clock: Clock,
         sleep: Sleep,
-        stats: ClientStats,
     ) -> None:
         self._tokens = tokens
         self.key: str = key
         self.installation_id: str | None = installation_id
-        self._clock = clock
         self._sleep = sleep
-        self._stats = stats
         self._last: Token | None = None
 
     def peek(self) -> str | None:
@@ -220,7 +217,7 @@ class TokenAuth:
             not names_dead_token(resp.content)
             and last is not None
             and last.token == credential
-            and self._clock() - last._minted < FRESH_TOKEN_WINDOW
+            and self._tokens.clock() - last._minted < FRESH_TOKEN_WINDOW
             and state.lag_retries < len(LAG_RETRY_DELAYS)
         ):
             # Freshly minted and already refused: give replication a moment, same token.
@@ -228,7 +225,7 @@ class TokenAuth:
             state.lag_retries += 1
             logger.debug(
                 "401 for a token minted %.1f s ago; retrying in %.1f s",
-                self._clock() - last._minted,
+                self._tokens.clock() - last._minted,
                 delay,
             )
             await self._sleep(delay)
@@ -236,7 +233,7 @@ class TokenAuth:
         if state.auth_retries >= 1:
             return False
         state.auth_retries += 1
-        self._stats.recoveries_401 += 1
+        self._tokens.stats.recoveries_401 += 1
         logger.info(
             "the server refused the cached token %s for %s; minting a new one",
             mask_token(credential),

@@ -21,6 +21,7 @@ from typing import Any
 
 import attrs
 
+from ._dates import OneOffDatetime
 from ._redact import mask_token
 from .models import _NO_EXTRA, Permissions, Token
 
@@ -37,10 +38,11 @@ class AccessTokenAnswer:
     keys land in ``extra``. Private: callers get a ``Token``."""
 
     token: str = attrs.field(repr=lambda value: repr(mask_token(value)))
-    expires_at: datetime.datetime
+    # A token's dates are its own: read without the shared date memo (see OneOffDatetime).
+    expires_at: OneOffDatetime
     id: str | None = None
-    created_at: datetime.datetime | None = None
-    updated_at: datetime.datetime | None = None
+    created_at: OneOffDatetime | None = None
+    updated_at: OneOffDatetime | None = None
     is_active: bool = True
     permissions: Permissions = attrs.field(factory=Permissions)
     app_id: str | None = None

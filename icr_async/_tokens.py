@@ -273,12 +273,17 @@ class TokenManager:
         memory: MemoryTokenCache,
         shared: TokenCache | None,
         stats: ClientStats,
+        shared_prefix: str = "",
     ) -> None:
         self._mint = mint
         self._clock = clock
+        self.clock: Clock = clock
         self.refresh_margin = refresh_margin
         self.memory = memory
         self.shared = shared
+        # Memory keys may be short (an installation id); the shared cache serves many apps
+        # and servers, so its keys carry the client's prefix.
+        self._shared_prefix = shared_prefix
         self.stats = stats
         self._flights: dict[str, asyncio.Task[Token]] = {}
         self._fork_generation = _fork.generation
@@ -431,6 +436,7 @@ class TokenManager:
         mint; a token already minted is never thrown away because storing it failed.
         """
         minted: Token | None = None
+        key = self._shared_prefix + key
         try:
             if not force:
                 cached = await shared.get(key)
@@ -484,7 +490,7 @@ class TokenManager:
         self.memory.discard(key, token)
         if self.shared is not None:
             try:
-                await self.shared.delete(key, token=token)
+                await self.shared.delete(self._shared_prefix + key, token=token)
             except Exception as exc:
                 self._shared_failed(exc)
 

@@ -165,6 +165,15 @@ class AsyncICRClient(Caller):
         self._jwt = AppJWT(self.app_id, signers, self._sync)
         self.stats = ClientStats(max_installations=config.token_cache_size)
         memory = token_cache if isinstance(token_cache, MemoryTokenCache) else None
+        # The first signer's fingerprint, fixed for the client's life: tokens stay cached
+        # across a rotation (they do not depend on the key that minted them).
+        self._cache_prefix = f"{self.app_id}|{config.base_url}|{signers[0].fingerprint}|"
+        # The client's own memory cache holds only this client's tokens, so it is keyed by
+        # the installation id alone: the string the installation client holds already, so
+        # a warm installation costs no key of its own (~190 bytes at 10,000 of them). A
+        # memory cache the caller passes may serve several clients, and a shared cache
+        # always does: those see the full key.
+        self._local_prefix = "" if memory is None else self._cache_prefix
         self._tokens = TokenManager(
             mint=self._mint,
             clock=self._clock,
@@ -174,6 +183,7 @@ class AsyncICRClient(Caller):
             if memory is not None
             else MemoryTokenCache(max_entries=config.token_cache_size, clock=self._clock),
             shared=None if memory is not None else token_cache,
+            shared_prefix=self._cache_prefix if memory is None else "",
             stats=self.stats,
         )
         self._transport: Transport = (
@@ -191,10 +201,7 @@ class AsyncICRClient(Caller):
         self._closed = False
         self._base_url = config.base_url
         self._jwt_auth = self._auth = JWTAuth(self._jwt, self._sync, self.stats)
-        # The first signer's fingerprint, fixed for the client's life: tokens stay cached
-        # across a rotation (they do not depend on the key that minted them).
-        self._cache_prefix = f"{self.app_id}|{self._base_url}|{signers[0].fingerprint}|"
-        self._app_token_key = self._cache_prefix + "@app"
+        self._app_token_key = self._local_prefix + "@app"  # ids never hold "@"
         # Idempotency keys and pauses belong to the app on one server, not to a key: a key
         # rotation must not forget which actions were sent.
         self._app_scope = f"{self.app_id}|{self._base_url}"
@@ -284,7 +291,12 @@ class AsyncICRClient(Caller):
     # -- tokens --------------------------------------------------------------------------
 
     def _cache_key(self, installation_id: str) -> str:
+        """The key a shared cache (or a memory cache the caller passed) knows a token by."""
         return self._cache_prefix + installation_id
+
+    def _local_key(self, installation_id: str) -> str:
+        """The key of the client's own memory cache (see ``_local_prefix``)."""
+        return self._local_prefix + installation_id if self._local_prefix else installation_id
 
     async def _create_token(self, installation_id: str | None) -> Token:
         """``POST`` one new token (installation or, for ``None``, app). The answer's ``Date``
@@ -336,7 +348,7 @@ class AsyncICRClient(Caller):
         value = token if isinstance(token, str) else token.token
         key = None
         if isinstance(token, Token) and token.installation_id is not None:
-            key = self._cache_key(token.installation_id)
+            key = self._local_key(token.installation_id)
         return await self._core.revoke(value, key)
 
     async def list_installations(self, *, limit: int = 10, page: int = 0) -> Page[Installation]:
@@ -428,9 +440,7 @@ class AsyncICRClient(Caller):
             self._tokens,
             key,
             installation_id,
-            clock=self._clock,
             sleep=self._sleep,
-            stats=self.stats,
         )
 
 
@@ -448,7 +458,7 @@ class AsyncInstallationClient(OrganizationEndpoints):
         self.installation_id: str = str(installation_id)
         self._organization_id = None
         self._parent = parent
-        key = parent._cache_key(self.installation_id)
+        key = parent._local_key(self.installation_id)
         super().__init__(parent._core, key, parent._token_auth(key, self.installation_id))
 
     @property
