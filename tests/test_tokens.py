@@ -475,3 +475,33 @@ async def test_a_failing_shared_cache_falls_back_and_is_reported_once(
         r for r in ours if r.levelno == logging.DEBUG and "shared token cache" in r.getMessage()
     ]
     assert len(debug) == 5 - client_warnings
+
+
+async def test_a_warm_installation_keeps_no_key_or_dates_of_its_own(
+    make_client: Any, emulator: ICREmulator, app_id: str
+) -> None:
+    """What a token cache of thousands of installations must not pay per installation: a
+    key string beside the id the installation client holds, or its token's dates in the
+    shared date memo (they never come back)."""
+    from icr_async import MemoryTokenCache, _dates
+
+    client: AsyncICRClient = make_client()
+    inst_id = emulator.installations(app_id)[0]["id"]
+    scoped = client.installation(inst_id)
+    token = await scoped.get_token()
+    # The client's own cache: keyed by the very id string the installation client holds.
+    (key,) = list(client._tokens.memory._entries)
+    assert key == inst_id
+    assert key is scoped.installation_id
+    assert token.created_at is not None
+    assert all(dt is not token.created_at for dt in _dates._DATES.values())
+    assert all(dt is not token.expires_at for dt in _dates._DATES.values())
+    # A memory cache the caller passes may serve several clients: it sees the full key.
+    mine = MemoryTokenCache()
+    other: AsyncICRClient = make_client(token_cache=mine)
+    await other.installation(inst_id).get_token()
+    assert list(mine._entries) == [other._cache_key(inst_id)]
+    assert (
+        other._cache_key(inst_id)
+        == f"{app_id}|{other._base_url}|{other._key.fingerprint}|{inst_id}"
+    )
