@@ -7,6 +7,9 @@ class in place of the field's slot, decodes it the first time the attribute is r
 ``structure``, with the same rules, errors and ``extra`` as an eager decode) and stores the
 model back. Everything that reads the attribute — the code, ``==``, ``hash``, ``repr``,
 ``attrs.evolve``, ``unstructure``, pickling — sees the model, never the marker.
+
+``slot_setters`` lets the fast path fill a model's slots (the ``LazyField``'s underlying one
+included) without the keyword call to attrs' frozen ``__init__``, where that is all it does.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Deferred", "LazyField", "defer_field"]
+import attrs
+
+__all__ = ["Deferred", "LazyField", "default_factory", "defer_field", "slot_setters"]
 
 
 class Deferred:
@@ -67,3 +72,39 @@ def defer_field(cls: type[Any], name: str, decode: Decode) -> None:
     if isinstance(current, LazyField) or current is None:
         return
     setattr(cls, name, LazyField(current, name, decode))
+
+
+def slot_setters(cls: type[Any]) -> dict[str, Callable[[Any, Any], None]] | None:
+    """Each field's slot setter, when filling the slots is exactly what ``__init__`` does:
+    a slotted attrs class whose every field is set from an argument as given (no converter,
+    validator, ``init=False`` or post-init hook). ``None`` otherwise: then ``__init__`` runs.
+    """
+    if "__slots__" not in cls.__dict__ or any(
+        hasattr(cls, hook) for hook in ("__attrs_pre_init__", "__attrs_post_init__")
+    ):
+        return None
+    setters: dict[str, Callable[[Any, Any], None]] = {}
+    for field in attrs.fields(cls):
+        if (
+            field.converter is not None
+            or field.validator is not None
+            or not field.init
+            or field.metadata.get("icr_async.local")
+        ):
+            return None
+        slot = next((k.__dict__[field.name] for k in cls.__mro__ if field.name in k.__dict__), None)
+        if isinstance(slot, LazyField):
+            slot = slot.slot  # the decoder stores the marker; the descriptor reads it
+        if slot is None or not hasattr(slot, "__set__"):
+            return None
+        setters[field.name] = slot.__set__
+    return setters
+
+
+def default_factory(cls: type[Any], name: str) -> Callable[[], Any]:
+    """What makes ``cls.name``'s default: its factory, or a function returning its value."""
+    default: Any = attrs.fields_dict(cls)[name].default
+    if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+        factory: Callable[[], Any] = default.factory
+        return factory
+    return lambda: default

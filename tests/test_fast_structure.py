@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -255,3 +256,30 @@ def test_the_organization_is_decoded_on_its_first_read_only(
     assert pickle.loads(pickle.dumps(structure(installation_json, Installation))) == eager
     assert attrs.evolve(structure(installation_json, Installation), id="other").organization == org
     assert unstructure(structure(installation_json, Installation)) == unstructure(eager)
+
+
+def _every_field(obj: Any) -> dict[str, Any]:
+    # Every field, ``extra`` (eq=False, so ``==`` skips it) and nested models included.
+    return {
+        f.name: _every_field(getattr(obj, f.name))
+        if attrs.has(type(getattr(obj, f.name)))
+        else getattr(obj, f.name)
+        for f in attrs.fields(type(obj))
+    }
+
+
+@pytest.mark.parametrize("unknown", [{}, {"brandNew": 1}])
+def test_filled_slots_are_what_init_sets(installation_json: dict[str, Any], unknown: Any) -> None:
+    # The fast path fills the slots of models whose __init__ only stores its arguments:
+    # every field, extra included, must read as after a cattrs (so __init__) decode.
+    from icr_async._lazy import slot_setters
+
+    assert slot_setters(Installation) is not None
+    data = {**installation_json, **unknown}
+    fast = _fast_fn(Installation)
+    assert fast is not None
+    one, two = fast(data), fast(data)
+    assert _every_field(one) == _every_field(converter.structure(data, Installation))
+    assert one.extra == unknown
+    assert one.extra is not two.extra  # a fresh dict each, as attrs' factory makes
+    assert attrs.evolve(one) == one

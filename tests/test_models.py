@@ -22,6 +22,7 @@ from icr_async._converters import (
     structure,
     unstructure,
 )
+from icr_async._dates import OneOffDatetime
 from icr_async._token_answer import AccessTokenAnswer, token_from_answer
 from icr_async.errors import InvalidArgumentError, ResponseDecodeError
 from icr_async.models import (
@@ -246,6 +247,7 @@ def test_every_rule_reads_its_plain_shapes_as_the_fast_path_does() -> None:
         bool: [True, False],
         float: [0, 1.5, -2],
         datetime.datetime: ["2024-01-01T00:00:00Z", "2024-01-01T00:00:00.123456789+02:00"],
+        OneOffDatetime: ["2024-01-01T00:00:00Z", "2024-01-01T00:00:00.123456789+02:00"],
         Permissions: [{}, {"organization_info": "VIEW"}],
     }
     assert set(samples) == set(RULES)
