@@ -77,6 +77,12 @@ def build_call(method: str, path: str, *, base_url: str, options: Mapping[str, A
     """``build_request`` for a caller's ``request(method, path, **options)``: only the
     ``RequestOptions`` keys are taken (``safe``/``checked`` are the SDK's own, never a
     caller's: a path that skipped its checks could leave the API)."""
+    if not options:
+        # The common call, ``request("GET", path)``: no option to read or check.
+        method = check_method(method)
+        path = check_path(path)
+        safe = method in SAFE_METHODS
+        return Request(method, path, base_url + path, None, None, safe, safe, None)
     unknown = options.keys() - OPTION_NAMES
     if unknown:
         raise InvalidArgumentError(

@@ -27,7 +27,7 @@ from icr_async import (
     Transport,
     TransportError,
 )
-from icr_async._request import build_request
+from icr_async._request import build_call, build_request
 from icr_async.testing import Fault, ICREmulator
 
 pytestmark = pytest.mark.anyio
@@ -79,6 +79,18 @@ def test_build_request_checks_encodes_and_freezes() -> None:
 def test_build_request_refuses_bad_input_by_name(kwargs: dict[str, Any], fragment: str) -> None:
     with pytest.raises(InvalidArgumentError, match=fragment):
         build_request(base_url=BASE, **kwargs)
+
+
+@pytest.mark.parametrize("method", ["get", "HEAD", "post", "DELETE"])
+def test_a_call_without_options_is_the_request_build_request_makes(method: str) -> None:
+    # ``request(method, path)`` takes a shortcut past the options; it must build the same.
+    fields = ("method", "path", "url", "query", "body", "safe", "may_retry", "timeout")
+    short = build_call(method, "/organizations/o-1", base_url=BASE, options={})
+    full = build_request(method, "/organizations/o-1", base_url=BASE)
+    assert [getattr(short, f) for f in fields] == [getattr(full, f) for f in fields]
+    for bad in ({"method": "TRACE", "path": "/x"}, {"method": "GET", "path": "/a/../b"}):
+        with pytest.raises(InvalidArgumentError):
+            build_call(bad["method"], bad["path"], base_url=BASE, options={})
 
 
 # -- RetryPolicy.next_delay: the one retry decision -----------------------------------------
