@@ -52,6 +52,7 @@ class Pipeline:
         "_backoff",
         "_headers",
         "_json_headers",
+        "_last",
         "_on_request",
         "_on_response",
         "_policy",
@@ -81,6 +82,10 @@ class Pipeline:
         self._headers = dict(headers)
         # Built once: most calls have no body, the others all send JSON.
         self._json_headers = {**headers, "Content-Type": "application/json"}
+        # The headers of the last request (base headers, credential, the dict sent): a run
+        # of calls with one credential sends one dict, not a copy and a concatenation each.
+        # Transports take headers as a read-only Mapping.
+        self._last: tuple[dict[str, str], str, dict[str, str]] = ({}, "", {})
         self._policy = retry
         self._total = total_timeout
         self._backoff = backoff
@@ -129,8 +134,13 @@ class Pipeline:
             credential = auth.peek()
             if credential is None:
                 credential = await auth.credential()
-            headers = dict(headers_base)
-            headers["Authorization"] = "Bearer " + credential
+            last = self._last
+            if last[1] is credential and last[0] is headers_base:
+                headers = last[2]
+            else:
+                headers = dict(headers_base)
+                headers["Authorization"] = "Bearer " + credential
+                self._last = (headers_base, credential, headers)
             # The first attempt of a call without its own timeout runs under the transport's
             # default (no per-request timer object); later ones get what is left.
             remaining = None
