@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from ._backoff import BackoffStore, hold
-from ._converters import structure
+from ._converters import structure, structure_all
 from ._credentials import AttemptState, Auth
 from ._hooks import RequestEvent, RequestHook, ResponseEvent, ResponseHook, call_hook
 from ._jwt import ClockSync
@@ -275,8 +275,13 @@ class Pipeline:
         """One page of a list endpoint (``request`` carries ``limit`` and ``page``)."""
         data = await self.json(request, auth)
         items, pagination = read_pagination(data, key, method="GET", path=request.path)
+        decoded = structure_all(items, cls, method="GET", path=request.path)
         return Page(
-            items=tuple(structure(item, cls, method="GET", path=request.path) for item in items),
+            items=tuple(
+                decoded
+                if decoded is not None
+                else [structure(item, cls, method="GET", path=request.path) for item in items]
+            ),
             pagination=pagination,
             page=page,
             limit=limit,
@@ -302,7 +307,12 @@ class Pipeline:
             data = await self.json(request, auth)
             items, pagination = read_pagination(data, key, method="GET", path=request.path)
             more = tracker.advance(items, pagination)
-            for item in items:
-                yield structure(item, cls, method="GET", path=request.path)
+            decoded = structure_all(items, cls, method="GET", path=request.path)
+            if decoded is not None:
+                for obj in decoded:
+                    yield obj
+            else:
+                for item in items:
+                    yield structure(item, cls, method="GET", path=request.path)
             if not more:
                 return

@@ -283,3 +283,15 @@ def test_filled_slots_are_what_init_sets(installation_json: dict[str, Any], unkn
     assert one.extra == unknown
     assert one.extra is not two.extra  # a fresh dict each, as attrs' factory makes
     assert attrs.evolve(one) == one
+
+
+def test_a_page_is_decoded_in_one_pass_or_item_by_item(installation_json: dict[str, Any]) -> None:
+    from icr_async._converters import structure_all
+
+    plain = [installation_json, {**installation_json, "id": "other"}]
+    decoded = structure_all(plain, Installation, method="GET", path="/app/installations")
+    assert decoded == [structure(item, Installation) for item in plain]
+    # One item the fast path hands to cattrs (a numeric id), or one that does not decode at
+    # all: the caller goes item by item, so the good ones before a bad one still come out.
+    for odd in ({**installation_json, "id": 67890}, {"createdAt": "x"}):
+        assert structure_all([*plain, odd], Installation, method="GET", path="/p") is None
