@@ -10,7 +10,8 @@ it builds an ``AsyncICRClient`` sharing tokens through ``RedisTokenCache`` and a
 token and one request per installation, once or in rounds until told to stop, writing what it
 saw as JSON. With ``"mode"`` in its config it shares idempotency keys and back-off too:
 ``actions`` retires credits under idempotency keys, ``hammer`` sends GETs against a rate
-limit. Every wait in it is bounded.
+limit, ``mixed`` does both at once (retrying keyed actions refused while Redis is down).
+Every wait in it is bounded.
 """
 
 from __future__ import annotations
@@ -66,11 +67,17 @@ def _pong(port: int) -> bool:
 
 
 class RedisServer:
-    """``redis-server`` on 127.0.0.1 in a temp dir, no persistence; stopped by PID."""
+    """``redis-server`` on 127.0.0.1 in a temp dir, no persistence; stopped by PID.
 
-    def __init__(self, binary: str, port: int | None = None) -> None:
+    ``appendonly=True`` persists every write before answering it (``appendonly yes``,
+    ``appendfsync always``) in the temp dir, which outlives :meth:`kill`: a restart after a
+    crash then has every key back, as a Redis holding idempotency keys must.
+    """
+
+    def __init__(self, binary: str, port: int | None = None, *, appendonly: bool = False) -> None:
         self.binary = binary
         self.port = port if port is not None else free_port()
+        self.appendonly = appendonly
         self._tmp = tempfile.TemporaryDirectory(prefix="icr-redis-")
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -93,7 +100,9 @@ class RedisServer:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes" if self.appendonly else "no",
+                "--appendfsync",
+                "always",
                 "--dir",
                 self._tmp.name,
                 "--daemonize",
@@ -355,6 +364,7 @@ async def _fleet_worker(config: dict[str, Any]) -> None:
         ActionOutcomeUnknownError,
         AsyncICRClient,
         DuplicateActionError,
+        RequestEvent,
         ResponseEvent,
         RetirementData,
         Timeouts,
@@ -363,6 +373,7 @@ async def _fleet_worker(config: dict[str, Any]) -> None:
         RedisBackoffStore,
         RedisIdempotencyStore,
         RedisTokenCache,
+        SharedCacheUnavailableError,
     )
 
     cache = RedisTokenCache(
@@ -390,11 +401,18 @@ async def _fleet_worker(config: dict[str, Any]) -> None:
             return None
 
     stall = config.get("stall_path")
+    stall_before = config.get("stall_before_path")
 
     async def on_response(event: ResponseEvent) -> None:
         # The crash window: the server answered, the worker has not recorded it yet.
         if stall and "/inventory/requests/" in event.path and event.status is not None:
             _touch(stall)
+            await asyncio.sleep(3600)
+
+    async def on_request(event: RequestEvent) -> None:
+        # The other crash window: the key is claimed, the action has not left yet.
+        if stall_before and event.method == "POST" and "/inventory/requests/" in event.path:
+            _touch(stall_before)
             await asyncio.sleep(3600)
 
     client = AsyncICRClient(
@@ -405,6 +423,7 @@ async def _fleet_worker(config: dict[str, Any]) -> None:
         idempotency_store=idem,
         backoff=backoff if backoff is not None else Today(),
         timeouts=Timeouts(total=config.get("total_timeout", 30.0)),
+        on_request=on_request if stall_before else None,
         on_response=on_response if stall else None,
         env=False,
     )
@@ -423,6 +442,25 @@ async def _fleet_worker(config: dict[str, Any]) -> None:
     async def retire(order: list[Any]) -> None:
         installation, credit_id, key, comment = order
         await asyncio.sleep(rng.uniform(0, config.get("max_delay", 0.0)))
+        tries = config.get("retry_refused", 0)
+        if not tries:
+            await attempt(installation, credit_id, key, comment)
+            return
+        # An attempt refused unsent (Redis down) is tried again a little later.
+        for _ in range(tries):  # bounded, and by the deadline
+            try:
+                await attempt(installation, credit_id, key, comment)
+            except SharedCacheUnavailableError:
+                outcomes["refused"] += 1
+                if time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(rng.uniform(0.05, 0.25))
+            else:
+                return
+        outcomes["gave_up"] += 1
+
+    async def attempt(installation: str, credit_id: str, key: str, comment: str) -> None:
+        """One keyed retirement; its outcome counted (a refusal raised with "retry_refused")."""
         try:
             await client.installation(installation).retire_credits(
                 credit_id=credit_id,
@@ -432,6 +470,11 @@ async def _fleet_worker(config: dict[str, Any]) -> None:
                 ),
                 idempotency_key=key,
             )
+        except SharedCacheUnavailableError:
+            if not config.get("retry_refused"):
+                outcomes["error_SharedCacheUnavailableError"] += 1
+                return
+            raise
         except ActionOutcomeUnknownError:
             outcomes["unknown"] += 1
         except DuplicateActionError as exc:
@@ -443,9 +486,13 @@ async def _fleet_worker(config: dict[str, Any]) -> None:
         else:
             outcomes["done"] += 1
 
-    async def hammer(installation: str, path: str, stop_at: float) -> None:
+    async def hammer(
+        installation: str, path: str, stop_at: float, until: asyncio.Event | None = None
+    ) -> None:
         scoped = client.installation(installation)
         while time.monotonic() < stop_at:  # bounded by stop_at
+            if until is not None and until.is_set():
+                break
             try:
                 await scoped.request("GET", path)
             except Exception as exc:
@@ -454,6 +501,34 @@ async def _fleet_worker(config: dict[str, Any]) -> None:
                 outcomes["ok"] += 1
             # Think time: a worker that does other things between requests, as real ones do.
             await asyncio.sleep(rng.uniform(0, config.get("think", 0.0)))
+
+    async def mixed() -> None:
+        """Keyed retirements started over ``spread`` seconds, GETs all along until they are
+        settled and the stop file exists; progress written every 0.1 s."""
+        limit = asyncio.Semaphore(config.get("concurrency", 4))
+        finished = asyncio.Event()
+        settled: list[list[Any]] = []
+
+        async def keyed(order: list[Any]) -> None:
+            await asyncio.sleep(rng.uniform(0, config["spread"]))
+            async with limit:
+                await retire(order)
+            settled.append(order)
+
+        async def watch() -> None:
+            while True:  # until cancelled; the last pass sets ``finished`` (bounded by it)
+                _write_json(config["progress_path"], snapshot())
+                if len(settled) == len(config["orders"]) and _exists(config["stop_path"]):
+                    finished.set()
+                await asyncio.sleep(0.1)
+
+        watcher = asyncio.ensure_future(watch())
+        installation, path = config["target"]
+        gets = [hammer(installation, path, deadline, finished) for _ in range(config["gets"])]
+        await asyncio.gather(*(keyed(o) for o in config["orders"]), *gets)
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
 
     async with client:
         await _go(config, deadline)
@@ -471,6 +546,8 @@ async def _fleet_worker(config: dict[str, Any]) -> None:
                 _write_json(config["progress_path"], snapshot())
                 if time.monotonic() > deadline:
                     break
+        elif config["mode"] == "mixed":
+            await mixed()
         else:
             stop_at = min(deadline, time.monotonic() + config["seconds"])
             installation, path = config["target"]

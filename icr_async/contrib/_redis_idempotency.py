@@ -17,7 +17,16 @@ lease key ``...:lease`` lives as long as the call may take.
 Redis down: a claim raises ``SharedCacheUnavailableError`` and **the action is not sent**
 (a per-process fallback could send it twice). An outcome that cannot be written is kept in
 this process and written with the next claim; if the process dies first, the lease runs out
-and the next attempt reports the outcome as unknown, which is safe.
+and the next attempt reports the outcome as unknown, which is safe. A claim whose answer
+was lost (Redis may have recorded it) and a release that failed leave a ``pending`` record
+of an action this process knows it never sent: it keeps that owner value and claims the key
+with it next time, which takes such a record back instead of calling it pending or unknown.
+
+The records are the only memory of what was done: a Redis that loses them (restarted
+without persistence, flushed, failed over to a lagging replica, evicting keys) lets a key
+completed before the loss be sent again. Run it with ``appendonly yes`` and
+``maxmemory-policy noeviction``. A completion that finds its record gone is counted
+(``stats.lost``) and logged as a warning: the sign of such a loss.
 """
 
 from __future__ import annotations
@@ -60,10 +69,15 @@ _STATES: dict[str, ActionState] = {
 }
 
 # KEYS: record, lease. ARGV: owner, action, fingerprint tag, lease ms, ttl ms.
-# Returns {1} when claimed, else {0, state, action, tag, result, status, lapsed}.
+# Returns {1} when claimed, else {0, state, action, tag, result, status, lapsed}. A record
+# with this very owner is one this process claimed but never sent (see the docstring).
 _CLAIM = """
-local r = redis.call('HMGET', KEYS[1], 's', 'a', 'f', 'r', 'c', 'l')
-if not r[1] then
+local r = redis.call('HMGET', KEYS[1], 's', 'a', 'f', 'r', 'c', 'l', 'o')
+local ours = r[7] == ARGV[1] and (r[1] == 'pending' or r[1] == 'unknown')
+if not r[1] or ours then
+  if ours then
+    redis.call('DEL', KEYS[1])
+  end
   redis.call('HSET', KEYS[1], 's', 'pending', 'o', ARGV[1], 'a', ARGV[2], 'f', ARGV[3])
   redis.call('PEXPIRE', KEYS[1], ARGV[5])
   redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[4])
@@ -79,8 +93,13 @@ end
 return {0, state, r[2] or '', r[3] or '', r[4] or '', r[5] or '', lapsed}
 """
 # KEYS: record, lease. ARGV: owner, state, result blob, status, ttl ms.
+# Returns 1 when written, 0 when another owner has the key, -1 when the record is gone.
 _COMPLETE = """
-if redis.call('HGET', KEYS[1], 'o') ~= ARGV[1] then
+local o = redis.call('HGET', KEYS[1], 'o')
+if not o then
+  return -1
+end
+if o ~= ARGV[1] then
   return 0
 end
 redis.call('HSET', KEYS[1], 's', ARGV[2], 'r', ARGV[3], 'c', ARGV[4])
@@ -100,7 +119,7 @@ return redis.call('DEL', KEYS[1], KEYS[2])
 class RedisIdempotencyStats(Counters):
     """Counters a ``RedisIdempotencyStore`` keeps (no secrets in here)."""
 
-    __slots__ = ("claims", "completes", "lapsed", "refused", "releases", "unwritten")
+    __slots__ = ("claims", "completes", "lapsed", "lost", "refused", "releases", "unwritten")
 
     def __init__(self) -> None:
         super().__init__()
@@ -116,6 +135,9 @@ class RedisIdempotencyStats(Counters):
         """Claims given back: the action certainly never left, so the key may be used again."""
         self.unwritten: int = 0
         """Outcomes that could not be written at once (Redis down) and were kept here."""
+        self.lost: int = 0
+        """Outcomes whose record was gone when they came: Redis lost data (or the key was
+        forgotten while its action was in flight)."""
 
 
 class RedisIdempotencyStore(RedisStore):
@@ -171,6 +193,9 @@ class RedisIdempotencyStore(RedisStore):
         self._complete_script = self._redis.register_script(_COMPLETE)
         self._release_script = self._redis.register_script(_RELEASE)
         self._unwritten: dict[tuple[str, str], tuple[ActionClaim, Outcome, Any, int | None]] = {}
+        # Owner values of claims this process made but never sent (the claim's answer was
+        # lost, or the release failed): the next claim of the key uses it again.
+        self._unsent: dict[tuple[str, str], str] = {}
         self.stats: RedisIdempotencyStats = RedisIdempotencyStats()
 
     # ------------------------------------------------------------------ the protocol
@@ -184,15 +209,21 @@ class RedisIdempotencyStore(RedisStore):
         name = self.redis_key(scope, key)
         if self.lease is not None:
             lease = self.lease
-        owner = secrets.token_hex(16)
+        # Taken out before awaiting: a concurrent claim of the key here gets a fresh owner.
+        owner = self._unsent.pop((scope, key), None) or secrets.token_hex(16)
         tag = self._tag(fingerprint)
-        reply = await self._op(
-            functools.partial(
-                self._claim_script,
-                keys=[name, name + ":lease"],
-                args=[owner, action, tag, max(1, int(lease * 1000)), int(self.ttl * 1000)],
+        try:
+            reply = await self._op(
+                functools.partial(
+                    self._claim_script,
+                    keys=[name, name + ":lease"],
+                    args=[owner, action, tag, max(1, int(lease * 1000)), int(self.ttl * 1000)],
+                )
             )
-        )
+        except BaseException:
+            # Redis may have recorded the claim; the action is certainly not sent.
+            self._keep_unsent(scope, key, owner)
+            raise
         if int(reply[0]) == 1:
             self.stats.claims += 1
             return ActionClaim(scope=scope, key=key, owner=owner)
@@ -225,7 +256,7 @@ class RedisIdempotencyStore(RedisStore):
         name = self.redis_key(claim.scope, claim.key)
         blob = b"" if result is None else self._seal(name, result)
         try:
-            await self._op(
+            written = await self._op(
                 functools.partial(
                     self._complete_script,
                     keys=[name, name + ":lease"],
@@ -244,20 +275,36 @@ class RedisIdempotencyStore(RedisStore):
                 self.stats.unwritten += 1
             raise
         self.stats.completes += 1
+        if int(written) == -1:
+            self.stats.lost += 1
+            self._warn(
+                "the record of a keyed credit action was gone when its outcome (%s) came: "
+                "Redis lost data (restarted without persistence, flushed, failed over or "
+                "evicting keys) or the key was forgotten while in flight; keys done before "
+                "such a loss can be sent again. Run this Redis with appendonly persistence "
+                "and maxmemory-policy noeviction",
+                outcome,
+            )
 
     async def release(self, claim: ActionClaim) -> None:
         """``IdempotencyStore.release``: drop the claim if it is still ours."""
         name = self.redis_key(claim.scope, claim.key)
-        await self._op(
-            functools.partial(
-                self._release_script, keys=[name, name + ":lease"], args=[claim.owner]
+        try:
+            await self._op(
+                functools.partial(
+                    self._release_script, keys=[name, name + ":lease"], args=[claim.owner]
+                )
             )
-        )
+        except BaseException:
+            # The record may stay pending; it is ours to claim again (nothing was sent).
+            self._keep_unsent(claim.scope, claim.key, claim.owner)
+            raise
         self.stats.releases += 1
 
     async def forget(self, scope: str, key: str) -> bool:
         """``IdempotencyStore.forget``: drop the key for the whole fleet."""
         self._unwritten.pop((scope, key), None)
+        self._unsent.pop((scope, key), None)
         name = self.redis_key(scope, key)
         return bool(await self._op(functools.partial(self._redis.delete, name, name + ":lease")))
 
@@ -292,6 +339,10 @@ class RedisIdempotencyStore(RedisStore):
                 await self.complete(claim, outcome, result=result, status=status)
             except SharedCacheUnavailableError:
                 return
+
+    def _keep_unsent(self, scope: str, key: str, owner: str) -> None:
+        if len(self._unsent) < _MAX_UNWRITTEN:
+            self._unsent[(scope, key)] = owner
 
     def _tag(self, fingerprint: str) -> str:
         return hmac.new(self._name_key, fingerprint.encode("utf-8"), hashlib.sha256).hexdigest()[
