@@ -5,7 +5,9 @@ Three questions, one run (``python -m benchmarks.bench_fleet_actions``, ``--quic
 1. **429s per back-off period.** N workers (1, 4, 8) hammer one installation of an app the
    emulator limits to R requests/s (fixed one-second windows, 429 + ``Retry-After`` to the
    window's end). Today's behaviour (each request honours only its own ``Retry-After``)
-   against ``RedisBackoffStore`` (one 429 pauses every worker). Counted by the emulator.
+   against ``RedisBackoffStore`` with the pause alone (``adaptive=False``: one 429 pauses
+   every worker) and with its default learned fleet rate. Counted by the emulator, with
+   the requests that passed per second (ok/s) against the limit.
 2. **Duplicate actions.** Every worker retries the same keyed retirements: with the default
    in-memory idempotency store each worker sends each one, with ``RedisIdempotencyStore``
    the ledger executes each exactly once. Also: Redis round trips per keyed action.
@@ -66,7 +68,7 @@ async def _work(config: dict[str, Any]) -> dict[str, Any]:
     )
     shared = config["shared"]
     idem = RedisIdempotencyStore(cache) if shared else None
-    backoff = RedisBackoffStore(cache) if shared else None
+    backoff = RedisBackoffStore(cache, adaptive=config.get("adaptive", True)) if shared else None
     client = AsyncICRClient(
         config["app_id"],
         config["pem"],
@@ -154,7 +156,7 @@ def _fleet_scenarios(
         inst = emulator.installations(app.app_id)[0]
         base = {"redis_url": redis_url, "app_id": app.app_id, "pem": pem, "base_url": url}
         for n in workers:
-            for shared in (False, True):
+            for shared, adaptive in ((False, False), (True, False), (True, True)):
                 _flushall(redis_url)
                 emulator.reset_stats()
                 emulator.rate_limiter.limit = RateLimit(requests=rate, per=1.0)
@@ -167,10 +169,28 @@ def _fleet_scenarios(
                         "target": target,
                         "seconds": seconds,
                         "shared": shared,
+                        "adaptive": adaptive,
                     },
                 )
                 periods = emulator.rate_limiter.periods()
                 emulator.rate_limiter.limit = None
+                rows.append(
+                    {
+                        "workers": n,
+                        "shared": shared,
+                        "adaptive": adaptive,
+                        "rate_limited": sum(periods),
+                        "periods": len(periods),
+                        "per_period": (sum(periods) / len(periods)) if periods else 0.0,
+                        "max_per_period": max(periods, default=0),
+                        "later_median": statistics.median(periods[1:]) if periods[1:] else 0,
+                        "later_max": max(periods[1:], default=0),
+                        "ok_per_s": sum(r["ok"] for r in results) / seconds,
+                        "get_failed": sum(r["failed"] for r in results),
+                    }
+                )
+                if adaptive:
+                    continue  # idempotency does not depend on the back-off
                 _flushall(redis_url)
                 org = inst["organization"]["id"]
                 credit = emulator.ledger.grant_credits(org, amount=orders * n)  # enough for all
@@ -178,15 +198,8 @@ def _fleet_scenarios(
                 before = dict(emulator.ledger.executions)
                 acted = _fleet(n, {**base, "mode": "actions", "orders": keyed, "shared": shared})
                 new = {k: v - before.get(k, 0) for k, v in emulator.ledger.executions.items()}
-                rows.append(
+                rows[-1].update(
                     {
-                        "workers": n,
-                        "shared": shared,
-                        "rate_limited": sum(periods),
-                        "periods": len(periods),
-                        "per_period": (sum(periods) / len(periods)) if periods else 0.0,
-                        "max_per_period": max(periods, default=0),
-                        "get_failed": sum(r["failed"] for r in results),
                         "executions": sum(new.values()),
                         "duplicates": sum(v - 1 for v in new.values() if v > 1),
                         "refused": sum(r["refused"] for r in acted),
@@ -269,21 +282,38 @@ def run(
     print(f"\n## Shared back-off: {rate} req/s limit, {seconds:g} s of hammering per row")
     print(
         table(
-            ["workers", "back-off", "429s", "periods", "429s/period", "max", "failed GETs"],
+            [
+                "workers",
+                "back-off",
+                "429s",
+                "periods",
+                "429s/period",
+                "max",
+                "after the 1st: median",
+                "max",
+                "ok/s",
+                "failed GETs",
+            ],
             [
                 [
                     r["workers"],
-                    "Redis" if r["shared"] else "per request (today)",
+                    "Redis, learned rate"
+                    if r["adaptive"]
+                    else ("Redis, pause only" if r["shared"] else "per request (today)"),
                     r["rate_limited"],
                     r["periods"],
                     f"{r['per_period']:.1f}",
                     r["max_per_period"],
+                    f"{r['later_median']:g}",
+                    r["later_max"],
+                    f"{r['ok_per_s']:.1f}",
                     r["get_failed"],
                 ]
                 for r in rows
             ],
         )
     )
+    rows = [r for r in rows if not r["adaptive"]]
     print(f"\n## Shared idempotency: every worker retries the same {orders} keyed retirements")
     print(
         table(

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 from _redis_server import RedisServer, require_redis_server
 
 from icr_async import (
@@ -25,7 +26,7 @@ from icr_async import (
     RetryPolicy,
     ServerError,
 )
-from icr_async.testing import Fault, ICREmulator
+from icr_async.testing import Fault, ICREmulator, ManualClock
 from icr_async.testing._faults import RateLimit
 
 pytestmark = pytest.mark.anyio
@@ -285,3 +286,170 @@ async def test_redis_down_keeps_pauses_per_process_and_fails_nothing(
         await client.aclose()
         await store.aclose()
         server.stop()
+
+
+# ------------------------------------------------------------- the adaptive fleet rate
+
+
+APP = "app-1@https://icr.test"
+
+
+async def _429(store: Any, seconds: float = 1.0, installation: str | None = None) -> None:
+    """A 429 with ``Retry-After: seconds``, then its echo on the channel: the echo restarts
+    the local pause from the clock's now, so the manual clock moves only after it."""
+    if not store.stats.reconnects:  # the first check starts the listener
+        await store.wait_time(APP, None)
+        await _until(lambda: store.stats.reconnects > 0, "the listener")
+    heard = store.stats.heard
+    await store.pause(APP, installation, seconds)
+    await _until(lambda: store.stats.heard > heard, "the pause's echo")
+
+
+@pytest.fixture
+async def adaptive(redis_server: RedisServer) -> AsyncIterator[tuple[Any, ManualClock]]:
+    """Stores on a flushed Redis whose scripts and local tables run on one ManualClock."""
+    from icr_async.contrib.redis import RedisBackoffStore
+
+    flush = aioredis.Redis.from_url(redis_server.url)
+    await flush.flushall()
+    await flush.aclose()
+    clock = ManualClock(1_780_000_000.0)
+    made: list[RedisBackoffStore] = []
+
+    def factory(**kwargs: Any) -> RedisBackoffStore:
+        store = RedisBackoffStore(
+            redis_server.url, clock=clock, script_clock=clock, op_timeout=5.0, **kwargs
+        )
+        made.append(store)
+        return store
+
+    yield factory, clock
+    for store in made:
+        await store.aclose()
+
+
+async def _send(
+    store: Any, clock: ManualClock, count: int, installation: str | None = None
+) -> None:
+    """``count`` requests as the client sends them: wait for the slot, then go."""
+    for _ in range(count):
+        for _ in range(10):  # a slot is taken on the second check at the latest
+            wait = await store.wait_time(APP, installation)
+            if wait <= 0:
+                break
+            clock.advance(wait)
+        else:
+            raise AssertionError("no slot after 10 checks")
+
+
+@pytest.mark.redis
+async def test_a_limited_scope_learns_the_rate_the_server_allowed(adaptive: Any) -> None:
+    from icr_async.contrib._redis_adaptive import START_RATE
+
+    factory, clock = adaptive
+    store = factory()
+    assert await store.wait_time(APP, None) == 0
+    assert not store.active  # never limited: the client does not even ask the store
+    await _429(store)  # the first 429: the scope is limited now
+    assert store.active
+    assert await store.learned_rate(APP) == START_RATE
+    clock.advance(1.0)
+    # Spaced at the start rate (10 ms apart), 20 requests pass and the 21st gets a 429
+    # 200 ms after the pause ended, with Retry-After 1 s: 20 requests in 1.2 s.
+    await _send(store, clock, 21)
+    await _429(store)
+    assert await store.learned_rate(APP) == pytest.approx(20 / 1.2, rel=0.01)
+    # A 429 that was in flight in the same period teaches nothing more.
+    await store.pause(APP, None, 0.5)
+    assert await store.learned_rate(APP) == pytest.approx(20 / 1.2, rel=0.01)
+
+
+@pytest.mark.redis
+async def test_a_used_rate_is_raised_and_a_failed_probe_backs_off(adaptive: Any) -> None:
+    factory, clock = adaptive
+    store = factory()
+    await _429(store)
+    clock.advance(1.0)
+    await _send(store, clock, 21)
+    await _429(store)
+    learned = await store.learned_rate(APP)
+    assert learned is not None
+    clock.advance(1.0)
+    # A stretch (2 s: twice Retry-After) the fleet barely uses: the rate stays.
+    await _send(store, clock, 2)
+    clock.advance(2.0)
+    await _send(store, clock, 1)
+    assert await store.learned_rate(APP) == pytest.approx(learned)
+    # A stretch the fleet uses fully without a 429: raised by 15%.
+    await _send(store, clock, int(2.0 * learned) + 2)
+    raised = await store.learned_rate(APP)
+    assert raised == pytest.approx(learned * 1.15, rel=0.01)
+    # The probe draws a 429: back to the rate that held.
+    await _send(store, clock, 3)
+    await _429(store)
+    assert await store.learned_rate(APP) == pytest.approx(learned)
+    # A 429 at a rate that had held (the limit fell): down by a quarter.
+    clock.advance(1.0)
+    await _send(store, clock, 3)
+    await _429(store)
+    assert await store.learned_rate(APP) == pytest.approx(learned * 0.75, rel=0.01)
+
+
+@pytest.mark.redis
+async def test_scopes_never_limited_never_ask_redis(adaptive: Any) -> None:
+    factory, clock = adaptive
+    store = factory(scope="installation")
+    await store.wait_time(APP, "inst-b")  # the once-per-app read
+    await _429(store, installation="inst-a")
+    clock.advance(1.0)
+    before = store.stats.commands
+    for _ in range(50):
+        assert await store.wait_time(APP, "inst-b") == 0
+    assert store.stats.commands == before
+    await _send(store, clock, 3, "inst-a")  # the limited one does
+    assert store.stats.commands > before
+    assert store.stats.limited >= 1
+
+
+@pytest.mark.redis
+async def test_a_limited_scope_is_forgotten_after_the_hold(adaptive: Any) -> None:
+    factory, clock = adaptive
+    store = factory(adaptive_hold=5.0)
+    await store.wait_time(APP, None)
+    await _429(store)
+    clock.advance(1.0)
+    await _send(store, clock, 2)
+    assert store.active
+    clock.advance(6.0)  # no 429 and no request held back for longer than the hold
+    assert await store.wait_time(APP, None) == 0
+    assert not store.active
+    # Another worker arriving now finds nothing limited either.
+    late = factory(adaptive_hold=5.0)
+    assert await late.wait_time(APP, None) == 0
+    assert not late.active
+
+
+@pytest.mark.redis
+async def test_a_worker_starting_while_the_app_is_limited_takes_slots(adaptive: Any) -> None:
+    factory, clock = adaptive
+    first = factory()
+    await _429(first)
+    clock.advance(1.0)
+    late = factory()
+    assert await late.wait_time(APP, None) == 0  # reads the pause and the limit once
+    assert late.active
+    assert await late.wait_time(APP, None) > 0  # 10 ms after the first slot
+
+
+def test_adaptive_configuration_mistakes() -> None:
+    from icr_async.contrib.redis import RedisBackoffStore
+
+    url = "redis://127.0.0.1:1/0"
+    with pytest.raises(ConfigurationError, match="adaptive"):
+        RedisBackoffStore(url, adaptive=True, rate=(10, 1.0))
+    with pytest.raises(ConfigurationError, match="adaptive_hold"):
+        RedisBackoffStore(url, adaptive_hold=0)
+    with pytest.raises(ConfigurationError, match="adaptive"):
+        RedisBackoffStore(url, adaptive="yes")  # type: ignore[arg-type]
+    assert RedisBackoffStore(url).adaptive
+    assert not RedisBackoffStore(url, rate=(10, 1.0)).adaptive
