@@ -306,6 +306,7 @@ def _fast_fn(cls: type[Any]) -> Callable[[Any], Any] | None:
     args: list[str] = []
     known: list[str] = []
     deferred: list[str] = []
+    deferred_raw: list[str] = []
     has_extra = False
     for i, field in enumerate(attrs.fields(cls)):
         if field.name == "extra":
@@ -353,7 +354,13 @@ def _fast_fn(cls: type[Any]) -> Callable[[Any], Any] | None:
             ]
             indent = "        "
         rule = RULES.get(typ)
-        if rule is not None:
+        if typ is Permissions and field.metadata.get("icr_async.lazy"):
+            # The JSON object itself, made a ``Permissions`` when first read (see _lazy):
+            # most callers never look, and the copy is a third of an installation's decode.
+            ns["_dict"] = dict
+            deferred_raw.append(field.name)
+            check = [f"{indent}if type({var}) is not _dict:", f"{indent}    raise _Slow"]
+        elif rule is not None:
             plain = []
             for j, shape in enumerate(rule.plain):
                 ns[f"_t{i}_{j}"] = shape
@@ -445,7 +452,9 @@ def _fast_fn(cls: type[Any]) -> Callable[[Any], Any] | None:
     fn: Callable[[Any], Any] = ns["fast"]
     fn.__source__ = "\n".join(body)  # type: ignore[attr-defined]  # for debugging
     for name in deferred:
-        defer_field(cls, name, _decode_deferred)
+        defer_field(cls, name, _decode_deferred, Deferred)
+    for name in deferred_raw:
+        defer_field(cls, name, _permissions_on_read, dict)
     _FAST[cls] = fn
     return fn
 
@@ -547,7 +556,8 @@ def structure(data: Any, cls: type[T], *, method: str = "", path: str = "") -> T
 def structure_all(items: list[Any], cls: type[T], *, method: str, path: str) -> list[T] | None:
     """Every item of a page through the fast path in one pass, or ``None`` if any needs the
     converter (then the caller structures them one by one, so a bad item is reported after
-    the good ones before it). A listing then pays no call per item in between."""
+    the good ones before it). ``Page`` then pays no call per item in between. (The
+    iterators decode one item at a time instead: see ``Pipeline.iterate``.)"""
     fast = _FAST.get(cls, _MISSING)
     if fast is _MISSING:
         fast = _fast_fn(cls)
@@ -557,6 +567,11 @@ def structure_all(items: list[Any], cls: type[T], *, method: str, path: str) -> 
         return [fast(item, method, path) for item in items]  # type: ignore[operator]
     except (_Slow, *_DECODE_ERRORS):
         return None
+
+
+def _permissions_on_read(levels: dict[str, Any], owner: type[Any], name: str) -> Permissions:
+    # Cannot fail: a level that is not text is kept as its text, as the eager decode does.
+    return Permissions._from_json(levels)
 
 
 def _decode_deferred(deferred: Deferred, owner: type[Any], name: str) -> Any:

@@ -35,24 +35,26 @@ class Deferred:
         self.path = path
 
 
-Decode = Callable[[Deferred, type[Any], str], Any]
+Decode = Callable[[Any, type[Any], str], Any]
 
 
 class LazyField:
-    """A data descriptor over an attrs slot that decodes a ``Deferred`` on first read."""
+    """A data descriptor over an attrs slot that decodes a ``pending`` value on first read:
+    a ``Deferred`` model, or (for ``Permissions``, which cannot fail) the JSON ``dict``."""
 
-    __slots__ = ("decode", "name", "slot")
+    __slots__ = ("decode", "name", "pending", "slot")
 
-    def __init__(self, slot: Any, name: str, decode: Decode) -> None:
+    def __init__(self, slot: Any, name: str, decode: Decode, pending: type[Any]) -> None:
         self.slot = slot
         self.name = name
         self.decode = decode
+        self.pending = pending
 
     def __get__(self, obj: Any, owner: type[Any] | None = None) -> Any:
         if obj is None:
             return self
         value = self.slot.__get__(obj, owner)
-        if type(value) is Deferred:
+        if type(value) is self.pending:
             # Decoded once; two threads racing here both store an equal model.
             value = self.decode(value, type(obj), self.name)
             self.slot.__set__(obj, value)
@@ -66,12 +68,12 @@ class LazyField:
         self.slot.__delete__(obj)
 
 
-def defer_field(cls: type[Any], name: str, decode: Decode) -> None:
+def defer_field(cls: type[Any], name: str, decode: Decode, pending: type[Any]) -> None:
     """Put a ``LazyField`` on ``cls.name`` (once; ``cls`` must be a slotted attrs class)."""
     current = cls.__dict__.get(name)
     if isinstance(current, LazyField) or current is None:
         return
-    setattr(cls, name, LazyField(current, name, decode))
+    setattr(cls, name, LazyField(current, name, decode, pending))
 
 
 def slot_setters(cls: type[Any]) -> dict[str, Callable[[Any, Any], None]] | None:

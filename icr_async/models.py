@@ -320,7 +320,8 @@ class Installation:
     id: str
     created_at: datetime.datetime | None = None
     updated_at: datetime.datetime | None = None
-    permissions: Permissions = attrs.field(factory=Permissions)
+    # Made a Permissions on first read, like the organization below.
+    permissions: Permissions = attrs.field(factory=Permissions, metadata={"icr_async.lazy": True})
     app_name_id: str | None = None
     app_id: str | None = None
     access_tokens_url: str | None = None

@@ -258,6 +258,37 @@ def test_the_organization_is_decoded_on_its_first_read_only(
     assert unstructure(structure(installation_json, Installation)) == unstructure(eager)
 
 
+def test_permissions_are_made_on_their_first_read_only(
+    installation_json: dict[str, Any],
+) -> None:
+    import pickle
+
+    from icr_async._converters import unstructure
+    from icr_async._lazy import LazyField
+    from icr_async.models import Permissions
+
+    field = Installation.__dict__["permissions"]
+    assert isinstance(field, LazyField)
+    data = copy.deepcopy(installation_json)
+    data["permissions"]["brand_new"] = "ADMIN"  # unknown names and levels are kept
+    inst = structure(data, Installation)
+    assert type(field.slot.__get__(inst, Installation)) is dict  # the JSON, untouched yet
+    eager = converter.structure(data, Installation)
+    perms = inst.permissions
+    assert isinstance(perms, Permissions)
+    assert perms is inst.permissions  # made once, then kept
+    assert perms == eager.permissions
+    assert perms["brand_new"] == "ADMIN"
+    assert perms.can_read("organization_info")
+    # Everything that reads attributes sees Permissions, never the dict.
+    assert structure(data, Installation) == eager
+    assert repr(structure(data, Installation)) == repr(eager)
+    assert isinstance(
+        pickle.loads(pickle.dumps(structure(data, Installation))).permissions, Permissions
+    )
+    assert unstructure(structure(data, Installation)) == unstructure(eager)
+
+
 def _every_field(obj: Any) -> dict[str, Any]:
     # Every field, ``extra`` (eq=False, so ``==`` skips it) and nested models included.
     return {
