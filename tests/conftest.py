@@ -8,13 +8,16 @@ milliseconds and never depend on the wall clock.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from icr_async import AsyncICRClient, PrivateKey, RetryPolicy
 from icr_async.testing import EmulatorServer, ICREmulator, ManualClock, generate_private_key_pem
+
+if TYPE_CHECKING:
+    from _redis_server import RedisServer
 
 START = 1_780_000_000.0  # a fixed instant, so expiry maths in tests is reproducible
 
@@ -140,3 +143,17 @@ async def no_retry_client(make_client: Any) -> AsyncIterator[AsyncICRClient]:
     c: AsyncICRClient = make_client(retry=RetryPolicy.disabled())
     async with c:
         yield c
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    """One redis-server per test module that asks for it, stopped by PID at the end (a
+    module that kills or pauses its server starts its own instead)."""
+    from _redis_server import RedisServer, require_redis_server
+
+    server = RedisServer(require_redis_server())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

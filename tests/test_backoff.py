@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -148,17 +148,6 @@ async def test_the_emulator_rate_limit_answers_429_until_the_window_ends(
 
 
 # ---------------------------------------------------------------------- across Redis
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    """One redis-server for the module, stopped by PID at the end."""
-    server = RedisServer(require_redis_server())
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -13,13 +13,13 @@ import asyncio
 import math
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from _redis_server import Fleet, RedisServer, require_redis_server
+from _redis_server import Fleet, RedisServer
 
 from icr_async import (
     ActionOutcomeUnknownError,
@@ -34,17 +34,6 @@ from icr_async.testing._faults import RateLimit
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 
 KEY = bytes(range(32))
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    """One redis-server for the module, stopped by PID at the end."""
-    server = RedisServer(require_redis_server())
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -11,13 +11,13 @@ default (shared pause and a learned fleet rate). Counts are the emulator's.
 from __future__ import annotations
 
 import statistics
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from _redis_server import Fleet, RedisServer, require_redis_server
+from _redis_server import Fleet, RedisServer
 
 from icr_async.testing import ICREmulator
 from icr_async.testing._faults import RateLimit
@@ -32,17 +32,6 @@ CONTENDERS: dict[str, dict[str, Any]] = {
     "pause": {"backoff_options": {"adaptive": False}},
     "adaptive": {"backoff_options": {}},
 }
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    """One redis-server for the module, stopped by PID at the end."""
-    server = RedisServer(require_redis_server())
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -7,26 +7,14 @@ import importlib.util
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import pytest
-from _redis_server import RedisServer, require_redis_server
+from _redis_server import RedisServer
 from cli_support import REPO, EmulatorThread
 
 pytestmark = pytest.mark.redis
 
 EXAMPLE = REPO / "examples" / "fleet_inventory_job.py"
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    """A redis-server for the test, stopped by PID at the end."""
-    server = RedisServer(require_redis_server())
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def test_the_job_fetches_every_inventory_once_across_workers(

@@ -7,7 +7,7 @@ use a real ``redis-server`` this module starts and stops by PID.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -149,17 +149,6 @@ async def test_memory_keys_expire_after_their_ttl(clock: Any) -> None:
 
 
 # ---------------------------------------------------------------------- across Redis
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    """One redis-server for the module, stopped by PID at the end."""
-    server = RedisServer(require_redis_server())
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
