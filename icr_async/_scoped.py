@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._clock import Clock
-from ._converters import structure
 from ._credentials import Auth, StaticAuth, TokenAuth, check_bearer
 from ._idempotency import IdempotencyStore
 from ._pipeline import Pipeline
@@ -117,9 +116,7 @@ class Caller:
         ``RequestOptions``). GET and HEAD are retried on transient failures; other methods
         only with ``retry=True`` — a credit action repeated is a credit action done twice.
         """
-        # send() directly, not pipeline.json(): one coroutine frame less on every resume.
-        request = self._build(method, path, options)
-        return (await self._core.pipeline.send(request, self._auth, decode=True))._data
+        return await self._core.pipeline.json(self._build(method, path, options), self._auth)
 
     async def request_raw(self, method: str, path: str, **options: Unpack[RequestOptions]) -> bytes:
         """Like ``request`` but returns the body bytes undecoded (e.g. a retirement PDF)."""
@@ -145,9 +142,7 @@ class Caller:
     async def _model(self, cls: type[M], method: str, path: str, *, json: Any = NO_BODY) -> M:
         core = self._core
         request = core.get(path) if method == "GET" else core.build(method, path, json=json)
-        # pipeline.model() inlined: one coroutine frame less on every resume of the call.
-        resp = await core.pipeline.send(request, self._auth, decode=True)
-        return structure(resp._data, cls, method=request.method, path=request.path)
+        return await core.pipeline.model(cls, request, self._auth)
 
     async def _page(
         self,

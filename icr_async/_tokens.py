@@ -276,7 +276,6 @@ class TokenManager:
         shared_prefix: str = "",
     ) -> None:
         self._mint = mint
-        self._clock = clock
         self.clock: Clock = clock
         self.refresh_margin = refresh_margin
         self.memory = memory
@@ -315,7 +314,7 @@ class TokenManager:
             return None
         # ``_expires`` is ``expires_at`` as POSIX seconds, worked out once per token: no
         # datetime arithmetic per request.
-        left = entry._expires - self._clock()
+        left = entry._expires - self.clock()
         # The hot path: more left than the configured margin is enough for any token (the
         # adaptive margin is never larger), so the per-token margin is only worked out near
         # the end of a token's life.
@@ -347,16 +346,16 @@ class TokenManager:
                 token = await self._join_flight(key, installation_id, force=force)
             except Exception:
                 stale = self.memory.peek(key)
-                if stale is not None and stale._expires - self._clock() > floor:
+                if stale is not None and stale._expires - self.clock() > floor:
                     self.stats.soft_refreshes += 1
                     logger.warning(
                         "could not refresh the token for %s; serving the cached one, valid %.0f s more",
                         _who(installation_id),
-                        stale._expires - self._clock(),
+                        stale._expires - self.clock(),
                     )
                     return stale
                 raise
-            remaining = token._expires - self._clock()
+            remaining = token._expires - self.clock()
             if remaining > self._need(token, min_ttl):
                 return token
             if min_ttl is None or remaining >= token._expires - token._minted - 1.0:
@@ -366,7 +365,7 @@ class TokenManager:
             # A token from a shared cache (minted earlier elsewhere) may suit the margin but
             # not this caller's min_ttl: ask once more for a brand-new one.
             force = True
-        remaining = token._expires - self._clock()
+        remaining = token._expires - self.clock()
         if min_ttl is None and remaining > STALE_FLOOR:
             return token
         issued = (
@@ -425,7 +424,7 @@ class TokenManager:
         return token
 
     def _fresh(self, token: Token | None) -> bool:
-        return token is not None and token._expires - self._clock() > self.margin_for(token)
+        return token is not None and token._expires - self.clock() > self.margin_for(token)
 
     async def _mint_shared(
         self, shared: TokenCache, key: str, installation_id: str | None, *, force: bool
@@ -450,7 +449,7 @@ class TokenManager:
                         self.stats.shared_cache_hits += 1
                         return cached
                 minted = await self._mint_counted(installation_id)
-                ttl = minted._expires - self._clock() - self.margin_for(minted)
+                ttl = minted._expires - self.clock() - self.margin_for(minted)
                 if ttl > 0:
                     await shared.set(key, minted, ttl=ttl)
                 return minted

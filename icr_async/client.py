@@ -183,7 +183,7 @@ class AsyncICRClient(Caller):
             if memory is not None
             else MemoryTokenCache(max_entries=config.token_cache_size, clock=self._clock),
             shared=None if memory is not None else token_cache,
-            shared_prefix=self._cache_prefix if memory is None else "",
+            shared_prefix=self._cache_prefix,  # only used with the client's own memory
             stats=self.stats,
         )
         self._transport: Transport = (

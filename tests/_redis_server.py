@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -255,6 +255,41 @@ class Fleet:
 
 
 # Signal files on a local disk: microseconds, so plain blocking calls are fine in the worker.
+@contextlib.asynccontextmanager
+async def serve_fleet(
+    emulator: Any,
+    private_key_pem: str,
+    directory: Path,
+    *,
+    installations: int,
+    redis_url: str,
+    encryption_key: bytes,
+    **config: Any,
+) -> AsyncIterator[tuple[Fleet, str]]:
+    """An app with ``installations`` on ``emulator``, served on the real clock, and a
+    :class:`Fleet` of workers pointed at it and at ``redis_url`` (``config`` adds to their
+    configuration); every worker is killed at the end. Yields the fleet and the app id."""
+    app = emulator.create_app(installations, private_key_pem=private_key_pem)
+    key_path = directory / "app.pem"
+    key_path.write_text(private_key_pem)
+    async with emulator.serve() as server:
+        fleet = Fleet(
+            directory,
+            {
+                "base_url": server.url,
+                "app_id": app.app_id,
+                "key_path": str(key_path),
+                "redis_url": redis_url,
+                "encryption_key": encryption_key.hex(),
+                **config,
+            },
+        )
+        try:
+            yield fleet, app.app_id
+        finally:
+            fleet.kill_all()
+
+
 def _touch(path: str) -> None:
     Path(path).touch()
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from _redis_server import Fleet, RedisServer
+from _redis_server import Fleet, RedisServer, serve_fleet
 
 from icr_async import (
     ActionOutcomeUnknownError,
@@ -42,29 +42,20 @@ async def env(
 ) -> AsyncIterator[tuple[Fleet, ICREmulator, str]]:
     """A real-clock emulator with 8 installations, a flushed Redis, and a fleet."""
     emulator = ICREmulator(seed=31)
-    app = emulator.create_app(8, private_key_pem=private_key_pem)
-    key_path = tmp_path / "app.pem"
-    key_path.write_text(private_key_pem)
     flush = aioredis.Redis.from_url(redis_server.url)
     await flush.flushall()
     await flush.aclose()
-    async with emulator.serve() as server:
-        fleet = Fleet(
-            tmp_path,
-            {
-                "base_url": server.url,
-                "app_id": app.app_id,
-                "key_path": str(key_path),
-                "redis_url": redis_server.url,
-                "encryption_key": KEY.hex(),
-                "op_timeout": 5.0,
-                "max_seconds": 120.0,
-            },
-        )
-        try:
-            yield fleet, emulator, app.app_id
-        finally:
-            fleet.kill_all()
+    async with serve_fleet(
+        emulator,
+        private_key_pem,
+        tmp_path,
+        installations=8,
+        redis_url=redis_server.url,
+        encryption_key=KEY,
+        op_timeout=5.0,
+        max_seconds=120.0,
+    ) as (fleet, app_id):
+        yield fleet, emulator, app_id
 
 
 def _orders(emulator: ICREmulator, app_id: str, count: int) -> list[list[Any]]:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from _redis_server import Fleet, RedisServer
+from _redis_server import Fleet, RedisServer, serve_fleet
 
 from icr_async.testing import ICREmulator
 from icr_async.testing._faults import RateLimit
@@ -40,26 +40,17 @@ async def env(
 ) -> AsyncIterator[tuple[Fleet, ICREmulator, str, str]]:
     """A real-clock emulator with 2 installations, a fleet, and Redis's URL."""
     emulator = ICREmulator(seed=41)
-    app = emulator.create_app(2, private_key_pem=private_key_pem)
-    key_path = tmp_path / "app.pem"
-    key_path.write_text(private_key_pem)
-    async with emulator.serve() as server:
-        fleet = Fleet(
-            tmp_path,
-            {
-                "base_url": server.url,
-                "app_id": app.app_id,
-                "key_path": str(key_path),
-                "redis_url": redis_server.url,
-                "encryption_key": KEY.hex(),
-                "op_timeout": 5.0,
-                "max_seconds": 90.0,
-            },
-        )
-        try:
-            yield fleet, emulator, app.app_id, redis_server.url
-        finally:
-            fleet.kill_all()
+    async with serve_fleet(
+        emulator,
+        private_key_pem,
+        tmp_path,
+        installations=2,
+        redis_url=redis_server.url,
+        encryption_key=KEY,
+        op_timeout=5.0,
+        max_seconds=90.0,
+    ) as (fleet, app_id):
+        yield fleet, emulator, app_id, redis_server.url
 
 
 async def _flush(url: str) -> None:
@@ -144,17 +135,10 @@ def _check(report: dict[str, dict[str, Any]], workers: int) -> None:
     assert workers  # the report names the fleet size when a check fails
 
 
-async def test_eight_workers_learn_the_fleet_rate(
-    env: tuple[Fleet, ICREmulator, str, str],
+@pytest.mark.parametrize("workers", [8, 4])
+async def test_workers_learn_the_fleet_rate(
+    env: tuple[Fleet, ICREmulator, str, str], workers: int
 ) -> None:
-    report = await _run(env, workers=8, seconds=6.0)
+    report = await _run(env, workers=workers, seconds=6.0)
     print(report)
-    _check(report, 8)
-
-
-async def test_four_workers_learn_the_fleet_rate(
-    env: tuple[Fleet, ICREmulator, str, str],
-) -> None:
-    report = await _run(env, workers=4, seconds=6.0)
-    print(report)
-    _check(report, 4)
+    _check(report, workers)

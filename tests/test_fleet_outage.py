@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from _redis_server import Fleet, RedisServer, require_redis_server
+from _redis_server import Fleet, RedisServer, require_redis_server, serve_fleet
 
 from icr_async import (
     ActionClaim,
@@ -53,30 +53,21 @@ async def env(
     redis = RedisServer(require_redis_server(), appendonly=True)
     redis.start()
     emulator = ICREmulator(seed=47)
-    app = emulator.create_app(4, private_key_pem=private_key_pem)
-    key_path = tmp_path / "app.pem"
-    key_path.write_text(private_key_pem)
     try:
-        async with emulator.serve() as server:
-            fleet = Fleet(
-                tmp_path,
-                {
-                    "base_url": server.url,
-                    "app_id": app.app_id,
-                    "key_path": str(key_path),
-                    "redis_url": redis.url,
-                    "encryption_key": KEY.hex(),
-                    # Generous on a busy machine (a stalled loop is not an outage); a
-                    # refused connection fails at once anyway.
-                    "op_timeout": 2.0,
-                    "retry_after": 0.5,
-                    "max_seconds": 120.0,
-                },
-            )
-            try:
-                yield fleet, emulator, app.app_id, redis
-            finally:
-                fleet.kill_all()
+        async with serve_fleet(
+            emulator,
+            private_key_pem,
+            tmp_path,
+            installations=4,
+            redis_url=redis.url,
+            encryption_key=KEY,
+            # Generous on a busy machine (a stalled loop is not an outage); a refused
+            # connection fails at once anyway.
+            op_timeout=2.0,
+            retry_after=0.5,
+            max_seconds=120.0,
+        ) as (fleet, app_id):
+            yield fleet, emulator, app_id, redis
     finally:
         redis.stop()
 
