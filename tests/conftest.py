@@ -12,12 +12,19 @@ from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from icr_async import AsyncICRClient, PrivateKey, RetryPolicy
 from icr_async.testing import EmulatorServer, ICREmulator, ManualClock, generate_private_key_pem
 
 if TYPE_CHECKING:
     from _redis_server import RedisServer
+
+# How fast Hypothesis draws inputs says nothing about the code under test: on a loaded CI
+# machine one draw took 30 s and failed the too_slow health check. Every property test gets
+# this default; a test's own @settings still sets its example count.
+settings.register_profile("icr", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("icr")
 
 START = 1_780_000_000.0  # a fixed instant, so expiry maths in tests is reproducible
 

@@ -115,7 +115,9 @@ CALLS = [
 
 
 @settings(
-    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=120,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(status=st.integers(200, 599), body=bodies, extra=headers, call=st.sampled_from(CALLS))
 def test_any_answer_gives_a_value_or_an_icr_error(

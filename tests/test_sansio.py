@@ -704,6 +704,20 @@ def test_both_parsers_read_every_answer_alike(value: Any) -> None:
     assert json_loader(True)(body) == json_loader(False)(body) == json.loads(body)
 
 
+@pytest.mark.parametrize(
+    "number",
+    [2**63 - 1, 2**63, 2**64 - 1, 2**64, 10**19, -(2**63), -(2**63) - 1, -(10**19) + 1, -(2**64)],
+)
+def test_integers_at_the_64_bit_edges_stay_exact_integers(number: int) -> None:
+    # orjson reads -2**63 - 1 (19 digits) as a float; the body must go to json instead.
+    pytest.importorskip("orjson")
+    body = f'{{"amount": {number}, "items": [{number}]}}'.encode()
+    decoded = json_loader(True)(body)
+    assert decoded == {"amount": number, "items": [number]}
+    assert type(decoded["amount"]) is int
+    assert type(decoded["items"][0]) is int
+
+
 def test_what_orjson_refuses_is_still_read_and_garbage_still_refused() -> None:
     pytest.importorskip("orjson")
     fast, plain = json_loader(True), json_loader(False)
