@@ -8,7 +8,7 @@ clients alike; ``TokenScoped`` adds a cached token and the helpers the typed end
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._clock import Clock
@@ -133,16 +133,21 @@ class Caller:
 
     # -- shared by the typed endpoint methods (of the app client and the token clients) --
 
-    async def _json(self, method: str, path: str, *, json: Any = NO_BODY) -> Any:
-        return await self._core.pipeline.json(self._core.build(method, path, json=json), self._auth)
+    # Plain functions that return the pipeline's coroutine: no frame of their own between
+    # a typed call and the send loop (see Pipeline.send).
 
-    async def _send(self, method: str, path: str) -> Response:
-        return await self._core.pipeline.send(self._core.build(method, path), self._auth)
+    def _json(self, method: str, path: str, *, json: Any = NO_BODY) -> Coroutine[Any, Any, Any]:
+        return self._core.pipeline.json(self._core.build(method, path, json=json), self._auth)
 
-    async def _model(self, cls: type[M], method: str, path: str, *, json: Any = NO_BODY) -> M:
+    def _send(self, method: str, path: str) -> Coroutine[Any, Any, Response]:
+        return self._core.pipeline.send(self._core.build(method, path), self._auth)
+
+    def _model(
+        self, cls: type[M], method: str, path: str, *, json: Any = NO_BODY
+    ) -> Coroutine[Any, Any, M]:
         core = self._core
         request = core.get(path) if method == "GET" else core.build(method, path, json=json)
-        return await core.pipeline.model(cls, request, self._auth)
+        return core.pipeline.model(cls, request, self._auth)
 
     async def _page(
         self,

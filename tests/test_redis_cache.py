@@ -287,7 +287,8 @@ async def test_tokens_are_unreadable_in_redis_without_the_key(
     assert token.organization_id is not None
     assert token.organization_id.encode() not in raw
     assert b"expires_at" not in raw
-    assert b"{" not in raw[:2]
+    # Sealed, not JSON: a format byte first (the next bytes are random: an HMAC tag, a nonce).
+    assert raw[:1] == b"\x01"
 
     key = client._cache_key(installation_id)
     same_key = make_cache(derive_from=PrivateKey.from_pem(private_key_pem))
