@@ -14,7 +14,7 @@ import json as jsonlib
 import math
 import re
 from collections.abc import Mapping
-from typing import Any, Final, TypedDict
+from typing import Any, Final, NamedTuple, TypedDict
 
 from .errors import InvalidArgumentError
 
@@ -78,9 +78,12 @@ def build_call(method: str, path: str, *, base_url: str, options: Mapping[str, A
     ``RequestOptions`` keys are taken (``safe``/``checked`` are the SDK's own, never a
     caller's: a path that skipped its checks could leave the API)."""
     if not options:
-        # The common call, ``request("GET", path)``: no option to read or check.
-        method = check_method(method)
-        path = check_path(path)
+        # The common call, ``request("GET", path)``: no option to read or check, and a
+        # method and a path seen before need no check either.
+        if type(method) is not str or method not in _METHODS:
+            method = check_method(method)
+        if type(path) is not str or path not in _GOOD_PATHS:
+            path = check_path(path)
         safe = method in SAFE_METHODS
         return Request(method, path, base_url + path, None, None, safe, safe, None)
     unknown = options.keys() - OPTION_NAMES
@@ -92,20 +95,17 @@ def build_call(method: str, path: str, *, base_url: str, options: Mapping[str, A
     return build_request(method, path, base_url=base_url, **options)
 
 
-_set = object.__setattr__
-
-
-class Request:
+class Request(NamedTuple):
     """One API call, checked and encoded; immutable, sent as is by every attempt.
 
-    ``url`` is the base URL plus ``path``. ``safe``: whether the request may be repeated (the method is idempotent, or the SDK
-    knows the endpoint is, like minting a token). ``may_retry`` folds in the caller's
-    ``retry=`` choice. ``query`` is ``None`` or the encoded parameters; ``body`` the JSON
-    bytes or ``None``.
+    ``url`` is the base URL plus ``path``. ``safe``: whether the request may be repeated
+    (the method is idempotent, or the SDK knows the endpoint is, like minting a token).
+    ``may_retry`` folds in the caller's ``retry=`` choice. ``query`` is ``None`` or the
+    encoded parameters; ``body`` the JSON bytes or ``None``.
     """
 
-    __slots__ = ("body", "may_retry", "method", "path", "query", "safe", "timeout", "url")
-
+    # A named tuple: immutable without a guarded __setattr__, and made in one step (a slotted
+    # class set its eight fields with eight object.__setattr__ calls on every request).
     method: str
     path: str
     url: str
@@ -114,31 +114,6 @@ class Request:
     safe: bool
     may_retry: bool
     timeout: float | None
-
-    def __init__(
-        self,
-        method: str,
-        path: str,
-        url: str,
-        query: Mapping[str, str] | None,
-        body: bytes | None,
-        safe: bool,
-        may_retry: bool,
-        timeout: float | None,
-    ) -> None:
-        # object.__setattr__: the class refuses assignment below, so a request shared by
-        # every attempt of a call cannot be changed by one of them.
-        _set(self, "method", method)
-        _set(self, "path", path)
-        _set(self, "url", url)
-        _set(self, "query", query)
-        _set(self, "body", body)
-        _set(self, "safe", safe)
-        _set(self, "may_retry", may_retry)
-        _set(self, "timeout", timeout)
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"Request is immutable (tried to set {name!r})")
 
     def __repr__(self) -> str:
         # Never the body: it may carry personal data (an e-mail, a beneficiary).

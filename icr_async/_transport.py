@@ -302,7 +302,10 @@ class AiohttpTransport:
                 ) from exc
             raise
         finally:
-            gate.release()
+            if gate.waiters:
+                gate.release()
+            else:
+                gate.free += 1  # release() without its call: nobody is waiting
 
     async def aclose(self) -> None:
         """Close the session and its connections. Safe to call more than once."""
