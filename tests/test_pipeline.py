@@ -50,7 +50,7 @@ def test_build_request_checks_encodes_and_freezes() -> None:
     assert req.body is None
     assert (req.safe, req.may_retry, req.timeout) == (True, True, None)
     with pytest.raises(AttributeError):
-        req.path = "/elsewhere"
+        req.path = "/elsewhere"  # type: ignore[misc]  # the point: it must refuse
     post = build_request("POST", "/x", base_url=BASE, json={"amount": 1}, timeout=2)
     assert post.body == b'{"amount":1}'
     assert (post.safe, post.may_retry) == (False, False)
