@@ -29,7 +29,7 @@ from typing import Any
 from icr_async import AsyncICRClient
 
 from ._harness import NULL_SUFFIX, emulator_process, table
-from .bench_steady import SDK_TIMEOUTS, aiohttp_session, plain_installation, sign_jwt
+from .bench_steady import HAND_HEADERS, SDK_TIMEOUTS, aiohttp_session, plain_installation, sign_jwt
 
 BASELINE = "aiohttp"
 # (table, contender, the child's kind) in the order they run.
@@ -54,11 +54,7 @@ async def _child(kind: str, n: int, c: int, url: str, app_id: str, key_path: str
     assert inst.organization is not None
     org_path = f"/organizations/{inst.organization.id}"
     scoped = client.installation(inst.id)
-    base = {
-        "Accept": "application/json",
-        "x-icr-api-version": "2023-06-16",
-        "User-Agent": "hand-written/1.0",
-    }
+    base = HAND_HEADERS
     jwt_headers = {**base, "Authorization": f"Bearer {sign_jwt(app_id, key_path)}"}
     tok_headers = {**base, "Authorization": f"Bearer {(await scoped.get_token()).token}"}
     session = aiohttp_session(c)

@@ -102,6 +102,12 @@ def sign_jwt(app_id: str, key_path: str) -> str:
 HTTP_TIMEOUT = 120.0
 SDK_TIMEOUTS = Timeouts(connect=HTTP_TIMEOUT, read=HTTP_TIMEOUT, total=2 * HTTP_TIMEOUT)
 BASELINE = "aiohttp"
+# What a hand-written client sends on every request besides its credential.
+HAND_HEADERS = {
+    "Accept": "application/json",
+    "x-icr-api-version": "2023-06-16",
+    "User-Agent": "hand-written/1.0",
+}
 NULL = BASELINE + NULL_SUFFIX
 
 
@@ -166,11 +172,7 @@ async def _bench(
     scoped = client.installation(inst.id)
     token = (await scoped.get_token()).token
     app_jwt = sign_jwt(server.app_id, server.key_path)
-    base_headers = {
-        "Accept": "application/json",
-        "x-icr-api-version": "2023-06-16",
-        "User-Agent": "hand-written/1.0",
-    }
+    base_headers = HAND_HEADERS
     jwt_headers = {**base_headers, "Authorization": f"Bearer {app_jwt}"}
     tok_headers = {**base_headers, "Authorization": f"Bearer {token}"}
     # The baseline and the null contender: the same code, each with its own session.
