@@ -340,4 +340,9 @@ async def test_eight_workers_back_off_together(env: tuple[Fleet, ICREmulator, st
     # Measured: 16 per period without sharing (one per request in flight), 1-3 with it on a
     # quiet machine; on a busy one some periods see all 8 workers' in-flight requests (CI
     # once measured 24 against 64), so the check is "well under half", not a quiet ratio.
-    assert shared["rate_limited"] * 2 <= alone["rate_limited"], report
+    # The comparison means something only when the run without sharing kept hitting the
+    # limit: on a machine too busy to send 20 requests a second after the first burst, both
+    # runs see the one burst's in-flight requests and nothing else (CI saw the no-sharing run
+    # reach the limit once in 4 s: 16 against 14). The checks above hold on any machine.
+    if len(alone["periods"]) >= 3:
+        assert shared["rate_limited"] * 2 <= alone["rate_limited"], report
