@@ -36,7 +36,8 @@ import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from ._dates import OneOffDatetime, format_datetime, parse_datetime, parse_datetime_once
-from ._lazy import Deferred, default_factory, defer_field, slot_setters
+from ._lazy import Pending, default_factory, defer_field, slot_setters
+from ._scalars import boolean, integer, number, permissions, text
 from .errors import ResponseDecodeError
 from .models import Permissions
 
@@ -115,64 +116,15 @@ class Rule:
         return many
 
 
-def _text(value: Any) -> str:
-    if isinstance(value, str):
-        return str(value)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(int(value))  # decimal text, also for int subclasses
-    # Refused: containers (never "[...]"), booleans, and floats (str(67890.0) is not an id).
-    raise TypeError(f"expected a string (or an integer id), got {type(value).__name__}")
-
-
-def _integer(value: Any) -> int:
-    if isinstance(value, bool):
-        raise TypeError("expected an integer, got a boolean")
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
-    raise TypeError(f"expected an integer, got {value!r}")
-
-
-def _boolean(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    raise TypeError(f"expected a boolean, got {value!r}")
-
-
-def _number(value: Any) -> float:
-    if isinstance(value, bool):
-        raise TypeError("expected a number, got a boolean")
-    if isinstance(value, (int, float)):
-        return value
-    if isinstance(value, str):
-        return float(value)  # ValueError for text that is not a number
-    raise TypeError(f"expected a number, got {type(value).__name__}")
-
-
-def _permissions(value: Any) -> Permissions:
-    if value is None:
-        return Permissions()
-    if not isinstance(value, Mapping):
-        raise TypeError(f"permissions must be an object, got {type(value).__name__}")
-    return Permissions(value)
-
-
 RULES: Final[Mapping[type[Any], Rule]] = {
-    str: Rule((str,), None, _text),
-    int: Rule((int,), None, _integer),
-    bool: Rule((bool,), None, _boolean),
+    str: Rule((str,), None, text),
+    int: Rule((int,), None, integer),
+    bool: Rule((bool,), None, boolean),
     # A JSON number stays as sent (5 stays an int: exact, and equal to 5.0).
-    float: Rule((float, int), None, _number),
+    float: Rule((float, int), None, number),
     datetime.datetime: Rule((str,), parse_datetime, parse_datetime),
     OneOffDatetime: Rule((str,), parse_datetime_once, parse_datetime_once),
-    Permissions: Rule((dict,), Permissions._from_json, _permissions),
+    Permissions: Rule((dict,), Permissions._from_json, permissions),
 }
 """Every scalar rule: declared type -> :class:`Rule`."""
 
@@ -305,8 +257,9 @@ def _fast_fn(cls: type[Any]) -> Callable[[Any], Any] | None:
     ]
     args: list[str] = []
     known: list[str] = []
-    deferred: list[str] = []
+    deferred: list[tuple[str, type[Any]]] = []
     deferred_raw: list[str] = []
+    dates: list[str] = []
     has_extra = False
     for i, field in enumerate(attrs.fields(cls)):
         if field.name == "extra":
@@ -354,7 +307,18 @@ def _fast_fn(cls: type[Any]) -> Callable[[Any], Any] | None:
             ]
             indent = "        "
         rule = RULES.get(typ)
-        if typ is Permissions and field.metadata.get("icr_async.lazy"):
+        if typ is datetime.datetime:
+            # ISO text kept as sent, parsed when first read (see _lazy): a listing's dates
+            # are new texts on every item, and most callers never read them. Any other
+            # shape (epoch numbers) is for the converter, eagerly.
+            ns["_str"] = str
+            dates.append(field.name)
+            check = [
+                f"{indent}if type({var}) is not _str:",
+                f"{indent}    raise _Slow",
+                f"{indent}{var} = ({var}, _method, _path)",
+            ]
+        elif typ is Permissions and field.metadata.get("icr_async.lazy"):
             # The JSON object itself, made a ``Permissions`` when first read (see _lazy):
             # most callers never look, and the copy is a third of an installation's decode.
             ns["_dict"] = dict
@@ -394,14 +358,12 @@ def _fast_fn(cls: type[Any]) -> Callable[[Any], Any] | None:
             if _fast_fn(typ) is None:
                 return None
             # Decoded when first read (see _lazy): its JSON object now.
-            ns[f"_n{i}"] = typ
-            ns["_Deferred"] = Deferred
             ns["_dict"] = dict
-            deferred.append(field.name)
+            deferred.append((field.name, typ))
             check = [
                 f"{indent}if type({var}) is not _dict:",
                 f"{indent}    raise _Slow",
-                f"{indent}{var} = _Deferred({var}, _n{i}, _method, _path)",
+                f"{indent}{var} = ({var}, _method, _path)",
             ]
         elif attrs.has(typ):
             inner = _fast_fn(typ)
@@ -451,8 +413,10 @@ def _fast_fn(cls: type[Any]) -> Callable[[Any], Any] | None:
         return None
     fn: Callable[[Any], Any] = ns["fast"]
     fn.__source__ = "\n".join(body)  # type: ignore[attr-defined]  # for debugging
-    for name in deferred:
-        defer_field(cls, name, _decode_deferred, Deferred)
+    for name, model in deferred:
+        defer_field(cls, name, _deferred_decoder(model), tuple)
+    for name in dates:
+        defer_field(cls, name, _date_on_read, tuple)
     for name in deferred_raw:
         defer_field(cls, name, _permissions_on_read, dict)
     _FAST[cls] = fn
@@ -553,6 +517,18 @@ def structure(data: Any, cls: type[T], *, method: str = "", path: str = "") -> T
         ) from failure.__cause__
 
 
+def fast_structure(cls: type[T]) -> Callable[[Any, str, str], T] | None:
+    """The fast path for ``cls`` as ``fast(data, method, path)``, or ``None`` if it has none.
+
+    For loops over many items (a listing): the caller looks it up once and calls it inline,
+    and hands any item it raises on to ``structure``, which judges it (``_Slow`` means only
+    "not a plain shape")."""
+    fast = _FAST.get(cls, _MISSING)
+    if fast is _MISSING:
+        fast = _fast_fn(cls)
+    return fast  # type: ignore[return-value]
+
+
 def structure_all(items: list[Any], cls: type[T], *, method: str, path: str) -> list[T] | None:
     """Every item of a page through the fast path in one pass, or ``None`` if any needs the
     converter (then the caller structures them one by one, so a bad item is reported after
@@ -574,21 +550,41 @@ def _permissions_on_read(levels: dict[str, Any], owner: type[Any], name: str) ->
     return Permissions._from_json(levels)
 
 
-def _decode_deferred(deferred: Deferred, owner: type[Any], name: str) -> Any:
-    """A deferred nested model, decoded on first read; a failure reads as the eager decode's
-    would have (the owner's name, the field path from the owner, the request)."""
-    obj = _fast_or_none(deferred.data, deferred.cls)
-    if obj is not None:
-        return obj
+def _deferred_decoder(model: type[Any]) -> Callable[[Pending, type[Any], str], Any]:
+    """How a deferred ``model`` field is decoded on first read."""
+
+    def decode_on_read(pending: Pending, owner: type[Any], name: str) -> Any:
+        # A failure reads as the eager decode's would have (the owner's name, the field
+        # path from the owner, the request).
+        data, method, path = pending
+        obj = _fast_or_none(data, model)
+        if obj is not None:
+            return obj
+        try:
+            return _convert(data, model, f"$.{name}")
+        except DecodeFailure as failure:
+            raise ResponseDecodeError(
+                f"could not read {owner.__name__} from the response: {failure.detail}",
+                method=method,
+                path=path,
+                field=f"{name}.{failure.field}" if failure.field else name,
+            ) from failure.__cause__
+
+    return decode_on_read
+
+
+def _date_on_read(pending: Pending, owner: type[Any], name: str) -> datetime.datetime:
+    """A deferred date-time, parsed on first read (through the memo, as an eager read is)."""
+    text, method, path = pending
     try:
-        return _convert(deferred.data, deferred.cls, f"$.{name}")
-    except DecodeFailure as failure:
+        return parse_datetime(text)
+    except ValueError as exc:
         raise ResponseDecodeError(
-            f"could not read {owner.__name__} from the response: {failure.detail}",
-            method=deferred.method,
-            path=deferred.path,
-            field=f"{name}.{failure.field}" if failure.field else name,
-        ) from failure.__cause__
+            f"could not read {owner.__name__} from the response: {exc} @ $.{name}",
+            method=method,
+            path=path,
+            field=name,
+        ) from exc
 
 
 def unstructure(obj: Any) -> Any:

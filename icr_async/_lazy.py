@@ -1,12 +1,16 @@
-"""Nested models built on first access: the fast decoding path's deferral.
+"""Nested models and dates built on first access: the fast decoding path's deferral.
 
 An installation's organization is ~15 fields, dates and an ``extra`` dict: decoding it costs
-more than the rest of the installation, and most callers never read it. The fast path stores
-the organization's JSON object in a ``Deferred`` instead; ``LazyField``, put on the model
-class in place of the field's slot, decodes it the first time the attribute is read (through
-``structure``, with the same rules, errors and ``extra`` as an eager decode) and stores the
-model back. Everything that reads the attribute — the code, ``==``, ``hash``, ``repr``,
-``attrs.evolve``, ``unstructure``, pickling — sees the model, never the marker.
+more than the rest of the installation, and most callers never read it. Its dates are new
+texts on every item of a listing (the date memo cannot help there), and parsing them was the
+largest part of decoding a listed installation. So the fast path stores the raw JSON with
+the request it came from, as a plain ``tuple`` ``(value, method, path)`` (no model or date
+field ever holds a tuple, and building one costs less than any object): ``LazyField``, put
+on the model class in place of the field's slot, decodes it the first time the attribute is
+read (with the same rules, errors and ``extra`` as an eager decode) and stores the result
+back. Everything that reads the attribute — the code, ``==``, ``hash``, ``repr``,
+``attrs.evolve``, ``unstructure``, pickling — sees the model or the ``datetime``, never the
+marker.
 
 ``slot_setters`` lets the fast path fill a model's slots (the ``LazyField``'s underlying one
 included) without the keyword call to attrs' frozen ``__init__``, where that is all it does.
@@ -15,32 +19,23 @@ included) without the keyword call to attrs' frozen ``__init__``, where that is 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeAlias
 
 import attrs
 
-__all__ = ["Deferred", "LazyField", "default_factory", "defer_field", "slot_setters"]
+__all__ = ["LazyField", "Pending", "default_factory", "defer_field", "slot_setters"]
 
-
-class Deferred:
-    """A nested model's JSON object, not decoded yet, with the request it came from (for
-    the error, should it not decode)."""
-
-    __slots__ = ("cls", "data", "method", "path")
-
-    def __init__(self, data: dict[str, Any], cls: type[Any], method: str, path: str) -> None:
-        self.data = data
-        self.cls = cls
-        self.method = method
-        self.path = path
-
+Pending: TypeAlias = "tuple[Any, str, str]"
+"""A value not decoded yet, ``(json_value, method, path)``: its type, ``tuple``, is the
+marker (the request is kept for the error, should the value not decode)."""
 
 Decode = Callable[[Any, type[Any], str], Any]
 
 
 class LazyField:
     """A data descriptor over an attrs slot that decodes a ``pending`` value on first read:
-    a ``Deferred`` model, or (for ``Permissions``, which cannot fail) the JSON ``dict``."""
+    a ``Pending`` model or date, or (for ``Permissions``, which cannot fail) the JSON
+    ``dict``."""
 
     __slots__ = ("decode", "name", "pending", "slot")
 

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mappi
 from typing import Any, TypeVar, cast
 
 from ._backoff import BackoffStore, hold
-from ._converters import structure, structure_all
+from ._converters import fast_structure, structure, structure_all
 from ._credentials import AttemptState, Auth
 from ._hooks import RequestEvent, RequestHook, ResponseEvent, ResponseHook, call_hook
 from ._jwt import ClockSync
@@ -321,15 +321,25 @@ class Pipeline:
         ``PageTracker`` (``build`` makes the request for one page's query)."""
         page_size, start_page = check_page_args(page_size, start_page)
         tracker = PageTracker(limit=page_size, start_page=start_page)
+        fast = fast_structure(cls)
         while True:
             request = build({**(params or {}), "limit": page_size, "page": tracker.page})
             data = await self.json(request, auth)
-            items, pagination = read_pagination(data, key, method="GET", path=request.path)
+            path = request.path
+            items, pagination = read_pagination(data, key, method="GET", path=path)
             more = tracker.advance(items, pagination)
             # One item at a time, not the page at once: a page of models alive together
             # with its parsed JSON is past the collector's threshold (700 new objects), and
-            # set off a collection per page (~2 us an item).
+            # set off a collection per page (~2 us an item). The fast path is called
+            # inline: a call to ``structure`` per item was a tenth of a listing's CPU.
             for item in items:
-                yield structure(item, cls, method="GET", path=request.path)
+                if fast is not None:
+                    try:
+                        obj = fast(item, "GET", path)
+                    except Exception:  # judged (and named) by structure
+                        obj = structure(item, cls, method="GET", path=path)
+                else:
+                    obj = structure(item, cls, method="GET", path=path)
+                yield obj
             if not more:
                 return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import datetime
 from typing import Any
 
 import attrs
@@ -10,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from icr_async._converters import _fast_fn, converter, structure
+from icr_async._converters import _fast_fn, camel, converter, structure
 from icr_async._token_answer import AccessTokenAnswer
 from icr_async.errors import ResponseDecodeError
 from icr_async.models import (
@@ -187,7 +188,7 @@ def test_fast_path_never_disagrees_with_cattrs(overrides: dict[str, Any]) -> Non
         reference = None
     try:
         got: Any = structure(data, Installation)
-        got.organization  # noqa: B018 - a lazy field: read, so it is judged too
+        _every_field(got)  # the lazy fields (dates, organization) are judged when read
     except ResponseDecodeError:
         got = None
     assert got == reference
@@ -221,6 +222,7 @@ def test_fast_path_never_disagrees_with_cattrs_on_nested_models(overrides: dict[
         reference = None
     try:
         got: Any = structure(data, Reservation)
+        _every_field(got)  # the lazy dates are judged when read
     except ResponseDecodeError:
         got = None
     assert got == reference
@@ -236,14 +238,16 @@ def test_the_organization_is_decoded_on_its_first_read_only(
     import attrs
 
     from icr_async._converters import unstructure
-    from icr_async._lazy import Deferred, LazyField
+    from icr_async._lazy import LazyField
 
     field = Installation.__dict__["organization"]
     assert isinstance(field, LazyField)
     inst = structure(installation_json, Installation)
-    assert type(field.slot.__get__(inst, Installation)) is Deferred  # nothing decoded yet
+    assert (
+        type(field.slot.__get__(inst, Installation)) is tuple
+    )  # nothing decoded yet (the JSON and the request)
     eager = converter.structure(installation_json, Installation)  # cattrs: always eager
-    assert type(field.slot.__get__(eager, Installation)) is not Deferred
+    assert type(field.slot.__get__(eager, Installation)) is not tuple
     org = inst.organization
     assert org is inst.organization  # decoded once, then kept
     assert org == eager.organization
@@ -256,6 +260,48 @@ def test_the_organization_is_decoded_on_its_first_read_only(
     assert pickle.loads(pickle.dumps(structure(installation_json, Installation))) == eager
     assert attrs.evolve(structure(installation_json, Installation), id="other").organization == org
     assert unstructure(structure(installation_json, Installation)) == unstructure(eager)
+
+
+@pytest.mark.parametrize("name", ["created_at", "updated_at"])
+def test_dates_are_parsed_on_their_first_read_only(
+    installation_json: dict[str, Any], name: str
+) -> None:
+    import pickle
+
+    from icr_async._lazy import LazyField
+
+    field = Installation.__dict__[name]
+    assert isinstance(field, LazyField)
+    inst = structure(installation_json, Installation)
+    assert type(field.slot.__get__(inst, Installation)) is tuple  # the text, not parsed yet
+    eager = converter.structure(installation_json, Installation)
+    value = getattr(inst, name)
+    assert isinstance(value, datetime.datetime)
+    assert value.tzinfo is not None
+    assert value == getattr(eager, name)
+    assert getattr(inst, name) is value  # parsed once, then kept
+    assert type(field.slot.__get__(inst, Installation)) is datetime.datetime
+    # Everything that reads attributes sees the datetime, never the marker.
+    assert structure(installation_json, Installation) == eager
+    assert pickle.loads(pickle.dumps(structure(installation_json, Installation))) == eager
+    # A date that does not parse is a ResponseDecodeError on its read, naming the field,
+    # the model and the request; the rest of the installation stays readable.
+    bad = structure(
+        {**installation_json, camel(name): "yesterday"},
+        Installation,
+        method="GET",
+        path="/app/installations",
+    )
+    assert bad.id == installation_json["id"]
+    with pytest.raises(ResponseDecodeError) as info:
+        getattr(bad, name)
+    assert info.value.field == name
+    assert "could not read Installation" in str(info.value)
+    assert "GET /app/installations" in str(info.value)
+    assert "'yesterday'" in str(info.value)
+    # Epoch numbers are not ISO text: those are parsed at once, by the converter's rule.
+    epoch = structure({**installation_json, camel(name): 1_700_000_000}, Installation)
+    assert type(field.slot.__get__(epoch, Installation)) is datetime.datetime
 
 
 def test_permissions_are_made_on_their_first_read_only(
