@@ -244,7 +244,7 @@ class AiohttpTransport:
             # Never follow a redirect: a credit action's body must not be re-sent to another
             # host, and a foreign answer must not pass for ICR's. The client turns a 3xx into
             # a RedirectError that names the location.
-            async with session.request(
+            pending = session.request(
                 method,
                 request.url,
                 headers=headers,
@@ -252,9 +252,20 @@ class AiohttpTransport:
                 data=request.body,
                 timeout=client_timeout,
                 allow_redirects=False,
-            ) as resp:
-                body = await resp.read()
-                return Response(resp.status, resp.headers, body)
+            )
+            if request.body is None:
+                # Awaited and released by hand: what ``async with`` does for a request with
+                # no body to write, without its four coroutines (its exit also waits for
+                # the body writer, which only a request with a body can still be running).
+                resp = await pending
+                try:
+                    body = await resp.read()
+                finally:
+                    resp.release()
+            else:
+                async with pending as resp:
+                    body = await resp.read()
+            return Response(resp.status, resp.headers, body)
         except asyncio.TimeoutError as exc:
             raise RequestTimeoutError("the request timed out", method=method, path=path) from exc
         except aiohttp.ClientConnectorCertificateError as exc:

@@ -16,6 +16,7 @@ from icr_async import (
     AiohttpTransport,
     APIError,
     AsyncICRClient,
+    NotFoundError,
     RateLimitedError,
     RequestTimeoutError,
     ResponseDecodeError,
@@ -358,6 +359,41 @@ async def test_aiohttp_trace_configs_pass_through(make_client: Any, emulator: IC
     client: AsyncICRClient = make_client(trace_configs=[trace])
     await client.list_installations()
     assert seen == [LIST]
+
+
+async def test_one_connection_serves_a_run_of_calls(
+    make_client: Any, emulator: ICREmulator, app_id: str
+) -> None:
+    # The pool at work: each answer's connection goes back to the pool once its body is
+    # read (requests without a body are awaited and released by hand, the others through
+    # ``async with``), so a run of sequential calls, refused ones and ones with a JSON
+    # body included, opens one connection.
+    opened: list[str] = []
+    reused: list[str] = []
+
+    async def on_create(session: Any, ctx: Any, params: Any) -> None:
+        opened.append("new")
+
+    async def on_reuse(session: Any, ctx: Any, params: Any) -> None:
+        reused.append("reused")
+
+    trace = aiohttp.TraceConfig()
+    trace.on_connection_create_end.append(on_create)
+    trace.on_connection_reuseconn.append(on_reuse)
+    client: AsyncICRClient = make_client(trace_configs=[trace])
+    inst, org = _inst(emulator, app_id, 0)
+    scoped = client.installation(inst)
+    await scoped.get_token()  # a POST with no body
+    for _ in range(3):
+        await client.list_installations()
+        await scoped.request("GET", org)
+        with pytest.raises(NotFoundError):
+            await scoped.request("GET", org + "/nothing-here")
+        # A body: the other branch of the transport.
+        with pytest.raises(APIError):
+            await scoped.request("POST", org + "/nothing-here", json={"a": 1})
+    assert opened == ["new"]
+    assert len(reused) >= 12  # every later call took the pooled connection
 
 
 async def test_tls_with_custom_ca(
