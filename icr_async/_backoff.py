@@ -19,7 +19,6 @@ the fleet to a request rate per app.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -160,17 +159,16 @@ async def hold(
     """Wait while the scope is paused; return the seconds waited.
 
     Raises ``BackoffPausedError`` (nothing sent) when one wait is longer than ``max_wait``
-    (``RetryPolicy.max_retry_after``), would pass the call's ``deadline`` (a time on the
-    running loop's clock), or the scope stays closed through ``_MAX_CHECKS`` checks.
+    (``RetryPolicy.max_retry_after``), would pass the call's ``deadline`` (a
+    ``time.monotonic()`` reading), or the scope stays closed through ``_MAX_CHECKS`` checks.
     """
-    loop = asyncio.get_running_loop()
     waited = 0.0
     wait = 0.0
     for _ in range(_MAX_CHECKS):
         wait = await store.wait_time(app, installation)
         if wait <= 0:
             return waited
-        if wait > max_wait or (deadline is not None and loop.time() + wait > deadline):
+        if wait > max_wait or (deadline is not None and time.monotonic() + wait > deadline):
             break
         await sleep(wait)
         waited += wait

@@ -10,8 +10,8 @@ and minting all come through here; nothing else sends.
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from typing import Any, TypeVar, cast
 
@@ -131,8 +131,10 @@ class Pipeline:
         # are read again where a failure or a hook needs them.
         headers_base = self._headers if request.body is None else self._json_headers
         total = self._total if request.timeout is None else request.timeout
-        loop = asyncio.get_running_loop()
-        deadline = None if total is None else loop.time() + total
+        # Deadlines on time.monotonic (what asyncio's loop.time() reads): on Python 3.10 and
+        # 3.11, asyncio.get_running_loop() makes a getpid() system call every time.
+        now = time.monotonic
+        deadline = None if total is None else now() + total
         state: AttemptState | None = None
         attempt = 0
         failures = 0
@@ -168,7 +170,7 @@ class Pipeline:
             # default (no per-request timer object); later ones get what is left.
             remaining = None
             if (attempt > 1 or request.timeout is not None) and deadline is not None:
-                remaining = deadline - loop.time()
+                remaining = deadline - now()
                 if remaining <= 0:
                     raise RequestTimeoutError(
                         f"the call's {total:g} s deadline passed after {attempt - 1} attempt(s)",
@@ -176,7 +178,7 @@ class Pipeline:
                         path=request.path,
                     )
             if hooks:
-                started = loop.time()
+                started = now()
                 if self._on_request is not None:
                     await call_hook(
                         self._on_request,  # type: ignore[arg-type]
@@ -193,12 +195,12 @@ class Pipeline:
                 resp = await self.transport.send(request, headers, timeout=remaining)
             except TransportError as exc:
                 if hooks and self._on_response is not None:
-                    await self._response_hook(request, None, attempt, loop.time() - started, exc)
+                    await self._response_hook(request, None, attempt, now() - started, exc)
                 failures += 1
-                await self._retry_or_raise(request, exc, failures, deadline, loop)
+                await self._retry_or_raise(request, exc, failures, deadline)
                 continue
             if hooks and self._on_response is not None:
-                await self._response_hook(request, resp, attempt, loop.time() - started, None)
+                await self._response_hook(request, resp, attempt, now() - started, None)
             status = resp.status
             if status < 300:
                 if shape is _RESPONSE:
@@ -214,7 +216,7 @@ class Pipeline:
                     if decode_retried:
                         raise
                     decode_retried = True
-                    await self._retry_or_raise(request, exc, failures, deadline, loop)
+                    await self._retry_or_raise(request, exc, failures, deadline)
                     continue
                 if shape is _JSON:
                     return data
@@ -239,7 +241,7 @@ class Pipeline:
                 # Every request sharing the store waits too, not only this one's retry.
                 await backoff.pause(self._app_scope, auth.installation_id, error.retry_after)
             failures += 1
-            await self._retry_or_raise(request, error, failures, deadline, loop)
+            await self._retry_or_raise(request, error, failures, deadline)
 
     async def _retry_or_raise(
         self,
@@ -247,11 +249,10 @@ class Pipeline:
         failure: Exception,
         failures: int,
         deadline: float | None,
-        loop: asyncio.AbstractEventLoop,
     ) -> None:
         """Wait before the next attempt, or raise ``failure`` when there is none."""
         delay = self._policy.next_delay(failure, failures) if request.may_retry else None
-        if delay is None or (deadline is not None and loop.time() + delay > deadline):
+        if delay is None or (deadline is not None and time.monotonic() + delay > deadline):
             raise failure
         self._stats.retries += 1
         logger.info("retrying after %s in %.2f s", type(failure).__name__, delay)

@@ -20,6 +20,7 @@ import asyncio
 import collections
 import ssl as ssl_module
 from collections.abc import Mapping, Sequence
+from threading import get_ident
 from typing import Any, Protocol, runtime_checkable
 
 import aiohttp
@@ -156,6 +157,7 @@ class AiohttpTransport:
         self._trace_configs = list(trace_configs)
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0  # the thread that ran self._loop when the session was made
         self._gate: _Gate | None = None
         self._fork_generation = _fork.generation
         self._closed = False
@@ -178,6 +180,18 @@ class AiohttpTransport:
         )
 
     def _ensure_session(self) -> aiohttp.ClientSession:
+        session = self._session
+        if (
+            session is not None
+            and self._loop_thread == get_ident()
+            and self._fork_generation == _fork.generation
+            and self._loop is not None
+            and self._loop.is_running()
+        ):
+            # The session's loop is running in this thread, so it is the loop running this
+            # call (one per thread): the check below without asyncio.get_running_loop(),
+            # which makes a getpid() system call on Python 3.10 and 3.11.
+            return session
         if self._closed:
             raise ClientClosedError("the client is closed; create a new one")
         loop = asyncio.get_running_loop()
@@ -221,6 +235,7 @@ class AiohttpTransport:
         )
         self._session = session
         self._loop = loop
+        self._loop_thread = get_ident()
         self._gate = _Gate(self._in_flight)
         return session
 

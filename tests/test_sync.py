@@ -781,3 +781,38 @@ def test_the_package_imports_where_there_is_no_fork() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "imported"
+
+
+# -- an AsyncICRClient and the loops it meets ------------------------------------------------
+
+
+def test_an_async_client_serves_its_own_loop_and_refuses_a_foreign_one(
+    sync_server: EmulatorServer,
+    sync_app_id: str,
+    app_private_key: PrivateKey,
+    installation_ids: list[str],
+) -> None:
+    # The transport checks the loop of every call by the thread it runs in (no
+    # asyncio.get_running_loop() per request): the cases that check must tell apart.
+    client = AsyncICRClient(sync_app_id, app_private_key, base_url=sync_server.url, env=False)
+    first, second = installation_ids[:2]
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        # The loop of the first call owns the client; its later calls go straight through.
+        for inst in (first, second, first):
+            call = asyncio.run_coroutine_threadsafe(client.get_installation(inst), loop)
+            assert call.result(timeout=30).id == inst
+        # While it runs, a call from another thread's loop is refused, clearly, and sends
+        # nothing.
+        with pytest.raises(ICRError, match="bound to another event loop"):
+            asyncio.run(client.get_installation(first))
+        call = asyncio.run_coroutine_threadsafe(client.get_installation(second), loop)
+        assert call.result(timeout=30).id == second  # the owner is unaffected
+        asyncio.run_coroutine_threadsafe(client.aclose(), loop).result(timeout=30)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=30)
+        loop.close()
+    assert not thread.is_alive()
