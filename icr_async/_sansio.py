@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import json.scanner
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -101,18 +102,28 @@ def json_loader(use_orjson: bool) -> Loads:
 
 
 _DECODER = json.JSONDecoder()
+# The decoder's own scanner (the C one where CPython has it): what JSONDecoder.decode calls
+# after two whitespace regexes and two Python frames, which cost more than the scan of a
+# small answer.
+_SCAN_ONCE: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(_DECODER)  # type: ignore[arg-type]  # typeshed types the class, not its argument
 
 
 def _plain_loads(data: bytes) -> Any:
-    # What json.loads(bytes) does, minus its encoding sniffing (JSON on the wire is UTF-8);
-    # anything else (a BOM, UTF-16) still gets json.loads's own reading.
+    # What json.loads(bytes) does, minus its encoding sniffing (JSON on the wire is UTF-8)
+    # and, for a body that is one JSON value with nothing around it (ICR's answers), its
+    # whitespace handling. Anything else (a BOM, UTF-16, whitespace, trailing data, bad
+    # JSON) gets json.loads's own reading and errors.
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         return json.loads(data)
-    if text.startswith("\ufeff"):
+    try:
+        value, end = _SCAN_ONCE(text, 0)
+    except StopIteration:
         return json.loads(data)
-    return _DECODER.decode(text)
+    if end != len(text):
+        return json.loads(data)
+    return value
 
 
 # Chosen once, at import; ICR_ASYNC_NO_ORJSON=1 keeps the standard library's parser.

@@ -704,6 +704,38 @@ def test_both_parsers_read_every_answer_alike(value: Any) -> None:
     assert json_loader(True)(body) == json_loader(False)(body) == json.loads(body)
 
 
+def _outcome(loads: Any, body: bytes) -> str:
+    try:
+        return "value " + repr(loads(body))
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError alike
+        return f"{type(exc).__name__}: {exc}"
+
+
+@given(
+    _JSON,
+    st.sampled_from(["", " ", "\n", "\t ", "\ufeff"]),
+    st.sampled_from(["", " ", "\r\n", "x", ",", "{}", "\x00"]),
+    st.sampled_from(["utf-8", "utf-16", "utf-8-sig"]),
+)
+def test_the_standard_library_reader_is_json_loads(
+    value: Any, before: str, after: str, encoding: str
+) -> None:
+    # The plain reader scans a body that is one JSON value directly; anything around it
+    # (whitespace, a BOM, trailing data, another encoding) must read, or fail, exactly as
+    # json.loads reads or fails.
+    body = (before + json.dumps(value) + after).encode(encoding)
+    assert _outcome(json_loader(False), body) == _outcome(json.loads, body)
+
+
+@pytest.mark.parametrize(
+    "body", [b"", b" ", b"{", b'{"a": ', b"[1,]", b"nul", b'"\\x"', b"\xff", b"01"]
+)
+def test_the_standard_library_reader_refuses_what_json_loads_refuses(body: bytes) -> None:
+    plain = _outcome(json_loader(False), body)
+    assert plain == _outcome(json.loads, body)
+    assert not plain.startswith("value ")
+
+
 @pytest.mark.parametrize(
     "number",
     [2**63 - 1, 2**63, 2**64 - 1, 2**64, 10**19, -(2**63), -(2**63) - 1, -(10**19) + 1, -(2**64)],
