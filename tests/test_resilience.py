@@ -301,7 +301,9 @@ async def test_total_deadline_bounds_all_attempts(make_client: Any, emulator: IC
 
 
 async def test_timeouts_retried_then_succeed(make_client: Any, emulator: ICREmulator) -> None:
-    client: AsyncICRClient = make_client(timeouts=Timeouts(read=0.2, total=10))
+    # The read limit must be far above a normal answer's time even on a loaded machine (at
+    # 0.2 s, CI's busy run saw the retry time out too): only the hung attempt may hit it.
+    client: AsyncICRClient = make_client(timeouts=Timeouts(read=2.0, total=20))
     emulator.faults.add(Fault(method="GET", path=LIST, action="hang", times=1))
     page = await client.list_installations()
     assert len(page) == 10
