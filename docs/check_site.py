@@ -26,8 +26,10 @@ import asyncio
 import base64
 import contextlib
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -76,15 +78,40 @@ def _read_until(stream: Any, pattern: re.Pattern[str], timeout: float, what: str
     return found[0]
 
 
-def _stop(process: subprocess.Popen[str]) -> None:
-    """Terminate ``process`` by its PID, then kill it if it does not go."""
-    if process.poll() is None:
-        process.terminate()
+def _stop(process: subprocess.Popen[str], *, group: bool = False) -> None:
+    """Terminate ``process`` by its PID, then kill it if it does not go. With ``group``, the
+    whole process group it leads (started with ``start_new_session=True``) goes too."""
+
+    def signal_all(signum: int) -> None:
+        if group:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signum)
+        elif process.poll() is None:
+            os.kill(process.pid, signum)
+
+    signal_all(signal.SIGTERM)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        signal_all(signal.SIGKILL)
+        process.wait(timeout=10)
+    # Helpers that outlived the leader (Chromium's renderer, GPU and crash handler) go now.
+    if group:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def _remove_tree(path: str) -> None:
+    """Remove ``path``, retrying for a few seconds while an exiting process still writes."""
+    for _ in range(20):
         try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+            shutil.rmtree(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(0.25)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -110,7 +137,10 @@ def serve(site: Path) -> Iterator[str]:
 @contextlib.contextmanager
 def chromium(binary: str) -> Iterator[str]:
     """Headless Chromium with DevTools on 127.0.0.1; yields the browser's DevTools HTTP URL."""
-    with tempfile.TemporaryDirectory(prefix="icr-docs-chromium-") as profile:
+    # Its own process group, stopped whole, and the profile removed only then: Chromium's
+    # helpers kept writing to it after the browser exited ("Directory not empty" in CI).
+    profile = tempfile.mkdtemp(prefix="icr-docs-chromium-")
+    try:
         process = subprocess.Popen(  # noqa: S603 - the browser binary found by shutil.which
             [
                 binary,
@@ -130,6 +160,7 @@ def chromium(binary: str) -> Iterator[str]:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            start_new_session=True,
         )
         try:
             port = _read_until(
@@ -140,7 +171,9 @@ def chromium(binary: str) -> Iterator[str]:
             )
             yield f"http://127.0.0.1:{port}"
         finally:
-            _stop(process)
+            _stop(process, group=True)
+    finally:
+        _remove_tree(profile)
 
 
 class Page:
