@@ -226,11 +226,11 @@ class _Slow(Exception):
     """Raised inside a fast structure function: this shape needs the full converter."""
 
 
-_FAST: dict[type[Any], Callable[[Any], Any] | None] = {}
+_FAST: dict[type[Any], Callable[..., Any] | None] = {}
 _MISSING = object()
 
 
-def _fast_fn(cls: type[Any]) -> Callable[[Any], Any] | None:
+def _fast_fn(cls: type[Any]) -> Callable[..., Any] | None:
     """A straight-line structure function for the plain JSON shapes of ``cls``.
 
     Why: cattrs' generated code calls a hook per field (and one more per ``Optional``);
@@ -411,7 +411,7 @@ def _fast_fn(cls: type[Any]) -> Callable[[Any], Any] | None:
         exec(compile("\n".join(body), f"<icr_async fast structure {cls.__name__}>", "exec"), ns)  # noqa: S102
     except SyntaxError:  # pragma: no cover - a field name that is not an identifier
         return None
-    fn: Callable[[Any], Any] = ns["fast"]
+    fn: Callable[..., Any] = ns["fast"]
     fn.__source__ = "\n".join(body)  # type: ignore[attr-defined]  # for debugging
     for name, model in deferred:
         defer_field(cls, name, _deferred_decoder(model), tuple)
@@ -458,12 +458,10 @@ def _field_of(exc: BaseException) -> str | None:
 
 def _fast_or_none(data: Any, cls: type[T]) -> T | None:
     """The fast path's answer, or ``None`` when this shape is for the converter to judge."""
-    fast = _FAST.get(cls, _MISSING)
-    if fast is _MISSING:
-        fast = _fast_fn(cls)
+    fast = _fast_fn(cls)  # cached per class
     if fast is not None:
         try:
-            return fast(data)  # type: ignore[no-any-return,operator]
+            return fast(data)  # type: ignore[no-any-return]
         except _Slow:
             pass
         except _DECODE_ERRORS:
@@ -523,10 +521,7 @@ def fast_structure(cls: type[T]) -> Callable[[Any, str, str], T] | None:
     For loops over many items (a listing): the caller looks it up once and calls it inline,
     and hands any item it raises on to ``structure``, which judges it (``_Slow`` means only
     "not a plain shape")."""
-    fast = _FAST.get(cls, _MISSING)
-    if fast is _MISSING:
-        fast = _fast_fn(cls)
-    return fast  # type: ignore[return-value]
+    return _fast_fn(cls)  # cached per class
 
 
 def structure_all(items: list[Any], cls: type[T], *, method: str, path: str) -> list[T] | None:
@@ -534,13 +529,11 @@ def structure_all(items: list[Any], cls: type[T], *, method: str, path: str) -> 
     converter (then the caller structures them one by one, so a bad item is reported after
     the good ones before it). ``Page`` then pays no call per item in between. (The
     iterators decode one item at a time instead: see ``Pipeline.iterate``.)"""
-    fast = _FAST.get(cls, _MISSING)
-    if fast is _MISSING:
-        fast = _fast_fn(cls)
+    fast = _fast_fn(cls)  # cached per class
     if fast is None:
         return None
     try:
-        return [fast(item, method, path) for item in items]  # type: ignore[operator]
+        return [fast(item, method, path) for item in items]
     except (_Slow, *_DECODE_ERRORS):
         return None
 
